@@ -1,0 +1,125 @@
+//! The host side of the core's ports: shared data, the clock, callouts, and the request and
+//! response operations. Every host call is fallible here; none unwraps.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, Status};
+
+use crate::idp::{Callout, MAX_RESPONSE_BYTES};
+use crate::outcome::Denial;
+use crate::store::SharedStore;
+
+/// proxy-wasm shared data: one store for every VM with the same `vm_id`.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), cas)) => Some((value, cas.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        let cas = (cas != 0).then_some(cas);
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch by the host's clock.
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A request header as text; a value that is not UTF-8 reads as absent-but-present garbage
+/// (`Some("")` would hide it, so it is passed as lossy text and fails parsing downstream).
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+pub fn remove_request_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+}
+
+pub fn set_request_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+pub fn request_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+}
+
+pub fn replace_request_body(old_size: usize, body: &[u8]) -> bool {
+    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old_size, body).is_ok()
+}
+
+pub fn resume() {
+    let _ = hostcalls::resume_http_request();
+}
+
+pub fn switch_to(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+/// Answers the request locally with the denial's status, headers and JSON body.
+pub fn deny(denial: &Denial, realm: &str) {
+    let extra = denial.headers(realm);
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    let body = denial.body();
+    let _ = hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()));
+}
+
+/// A last-resort answer when the filter has no usable configuration: fail closed.
+pub fn deny_unconfigured() {
+    let _ = hostcalls::send_http_response(
+        500,
+        vec![("content-type", "application/json"), ("cache-control", "no-store")],
+        Some(br#"{"error":"server_error","error_description":"authentication filter is not configured"}"#),
+    );
+}
+
+pub fn dispatch(callout: &Callout) -> Result<u32, Status> {
+    let headers: Vec<(&str, &str)> = callout
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(
+        &callout.upstream,
+        headers,
+        callout.body.as_deref(),
+        vec![],
+        Duration::from_millis(callout.timeout_ms),
+    )
+}
+
+/// The `:status` and body of the callout response being delivered. A body over the limit is
+/// read only one byte past it, so the core sees it is too large without us copying 10 MB.
+pub fn callout_response(body_size: usize) -> (Option<u32>, Vec<u8>) {
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()));
+    let wanted = body_size.min(MAX_RESPONSE_BYTES + 1);
+    let body = if wanted == 0 {
+        Vec::new()
+    } else {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, wanted)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    };
+    (status, body)
+}

@@ -1,0 +1,152 @@
+//! One request: read the credential, strip it, ask the gate, and apply the verdict — or
+//! wait, parked, until the root or a callout answer applies it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use super::host;
+use super::worker::{apply, pump, Next, Shared, Verdict};
+use crate::credentials::{self, Credential, RequestView};
+use crate::outcome::Denial;
+
+pub struct Request {
+    context_id: u32,
+    worker: Option<Shared>,
+    /// Where `Drop` reports this context gone, without borrowing the worker.
+    gone: Option<Rc<RefCell<Vec<u32>>>>,
+    started_ms: u64,
+    /// Set while the body is being buffered to look for credentials in it.
+    awaiting_body: bool,
+}
+
+impl Request {
+    pub fn new(context_id: u32, worker: Option<Shared>) -> Request {
+        let gone = worker.as_ref().and_then(|w| w.try_borrow().ok().map(|w| w.graveyard()));
+        Request { context_id, worker, gone, started_ms: 0, awaiting_body: false }
+    }
+
+    /// Extracts and strips the credential, then decides. Called once the credential can be
+    /// known: at headers, or at the end of the body when it may carry one.
+    fn authenticate(&mut self, worker: &Shared, body_size: Option<usize>) -> Action {
+        let (authorization, path, content_type) = (
+            host::request_header("authorization"),
+            host::request_header(":path").unwrap_or_default(),
+            host::request_header("content-type"),
+        );
+        let view = RequestView {
+            authorization: authorization.as_deref(),
+            path: &path,
+            content_type: content_type.as_deref(),
+        };
+        let body = body_size.and_then(host::request_body);
+        let extracted = credentials::extract(worker.borrow().gate.config(), &view, body.as_deref());
+
+        // Strip before deciding: nothing below may reach the upstream with the caller's copy.
+        for name in worker.borrow().gate.strip_headers() {
+            host::remove_request_header(name);
+        }
+        if let Some(p) = &extracted.new_path {
+            host::set_request_header(":path", p);
+        }
+        if let (Some(new_body), Some(old_size)) = (&extracted.new_body, body_size) {
+            if host::replace_request_body(old_size, new_body) && host::request_header("content-length").is_some() {
+                host::set_request_header("content-length", &new_body.len().to_string());
+            }
+        }
+
+        let realm = worker.borrow().gate.config().realm.clone();
+        let credential = match extracted.credential {
+            Ok(c) => c,
+            Err(denial) => {
+                apply(&Verdict::Deny(denial), &realm, false);
+                return Action::Pause;
+            }
+        };
+        self.decide(worker, &credential, &realm)
+    }
+
+    fn decide(&mut self, worker: &Shared, credential: &Credential, realm: &str) -> Action {
+        // A failed dispatch records a failure, so the second round answers 503.
+        for _ in 0..2 {
+            let next = worker.borrow_mut().decide(self.context_id, credential, self.started_ms, host::now_ms());
+            match next {
+                Next::Now(verdict) => {
+                    apply(&verdict, realm, false);
+                    return match verdict {
+                        Verdict::Allow(_) => Action::Continue,
+                        Verdict::Deny(_) => Action::Pause,
+                    };
+                }
+                Next::Parked(None) => return Action::Pause,
+                Next::Parked(Some(fetch)) => match host::dispatch(&fetch.callout) {
+                    Ok(token) => {
+                        worker.borrow_mut().track(token, fetch.resource, self.context_id);
+                        return Action::Pause;
+                    }
+                    Err(_) => worker.borrow_mut().dispatch_failed(&fetch.resource, host::now_ms()),
+                },
+            }
+        }
+        apply(&Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 }), realm, false);
+        Action::Pause
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let Some(worker) = self.worker.clone() else { return };
+        let (status, body) = host::callout_response(body_size);
+        worker.borrow_mut().answer(token, status, &body, host::now_ms());
+        // Wakes this request and every other one parked in this VM.
+        pump(&worker, self.context_id, Vec::new());
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(worker) = self.worker.clone() else {
+            host::deny_unconfigured();
+            return Action::Pause;
+        };
+        self.started_ms = host::now_ms();
+        let wants_body = {
+            let ct = host::request_header("content-type");
+            let view = RequestView { content_type: ct.as_deref(), ..RequestView::default() };
+            credentials::needs_body(worker.borrow().gate.config(), &view)
+        };
+        if wants_body && !end_of_stream {
+            self.awaiting_body = true;
+            return Action::Pause;
+        }
+        self.authenticate(&worker, None)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.awaiting_body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            // Buffer until the whole body is here.
+            return Action::Pause;
+        }
+        self.awaiting_body = false;
+        let Some(worker) = self.worker.clone() else {
+            host::deny_unconfigured();
+            return Action::Pause;
+        };
+        self.authenticate(&worker, Some(body_size))
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some(gone) = &self.gone {
+            if let Ok(mut g) = gone.try_borrow_mut() {
+                g.push(self.context_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The proxy-wasm adapter: contexts, callouts and timers. It moves bytes between the host
+//! and the core ([`crate::gate::Gate`]) and decides nothing itself.
+
+mod host;
+mod http;
+mod worker;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{error, info};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+
+use crate::config::Config;
+use crate::gate::Gate;
+use host::HostStore;
+use worker::{pump, Shared, Worker};
+
+/// Parked requests are re-checked this often: how quickly a request on one worker sees a
+/// fetch finished by another, and how precisely deadlines are kept.
+const TICK: Duration = Duration::from_millis(20);
+
+proxy_wasm::main! {{
+    // Also installs a panic hook that logs at critical level before the VM aborts.
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root { context_id, worker: None })
+    });
+}}
+
+struct Root {
+    context_id: u32,
+    worker: Option<Shared>,
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let Some(worker) = &self.worker {
+            let (status, body) = host::callout_response(body_size);
+            worker.borrow_mut().answer(token, status, &body, host::now_ms());
+            pump(worker, self.context_id, Vec::new());
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let config = match Config::parse(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("oidcgate: {e}");
+                return false;
+            }
+        };
+        info!("oidcgate: configured for issuer {}", config.issuer);
+        let gate = Gate::new(config);
+        // Never waits on the IdP: the first tick starts discovery in the background.
+        gate.init_shared(&mut HostStore);
+        self.worker = Some(Rc::new(RefCell::new(Worker::new(gate))));
+        self.set_tick_period(TICK);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let fetches = worker.borrow_mut().background(host::now_ms());
+        pump(worker, self.context_id, fetches);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(http::Request::new(context_id, self.worker.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

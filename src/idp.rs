@@ -1,0 +1,246 @@
+//! Talking to the IdP: the requests the filter sends and how it reads the answers
+//! (OIDC Discovery 1.0, RFC 6749 §4.4 client credentials, RFC 6749 §5 responses).
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, TokenEndpointAuth};
+use crate::credentials::{basic_header, ClientCredentials};
+use crate::url::HttpUrl;
+
+/// IdP answers larger than this are treated as garbage.
+pub const MAX_RESPONSE_BYTES: usize = 512 * 1024;
+
+/// An HTTP request for the host to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callout {
+    /// The host's upstream name (Envoy cluster).
+    pub upstream: String,
+    /// Pseudo-headers first, as proxy-wasm hosts expect.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout_ms: u64,
+}
+
+impl Callout {
+    pub fn get(config: &Config, url: &HttpUrl) -> Callout {
+        Callout {
+            upstream: config.cluster_for(url).to_string(),
+            headers: vec![
+                (":method".into(), "GET".into()),
+                (":path".into(), url.path.clone()),
+                (":authority".into(), url.authority.clone()),
+                (":scheme".into(), if url.https { "https" } else { "http" }.into()),
+                ("accept".into(), "application/json".into()),
+            ],
+            body: None,
+            timeout_ms: config.timeout_ms,
+        }
+    }
+
+    /// `grant_type=client_credentials` with the caller's credentials.
+    pub fn token(config: &Config, url: &HttpUrl, client: &ClientCredentials) -> Callout {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if !config.scopes.is_empty() {
+            form.append_pair("scope", &config.scopes.join(" "));
+        }
+        let mut callout = Callout::get(config, url);
+        if let Some(method) = callout.headers.get_mut(0) {
+            method.1 = "POST".into();
+        }
+        callout
+            .headers
+            .push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+        match config.token_endpoint_auth {
+            TokenEndpointAuth::ClientSecretBasic => callout
+                .headers
+                .push(("authorization".into(), basic_header(&client.id, client.secret.expose()))),
+            TokenEndpointAuth::ClientSecretPost => {
+                form.append_pair("client_id", &client.id);
+                form.append_pair("client_secret", client.secret.expose());
+            }
+        }
+        callout.body = Some(form.finish().into_bytes());
+        callout
+    }
+}
+
+/// The endpoints discovery yields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: String,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDoc {
+    issuer: String,
+    jwks_uri: String,
+    token_endpoint: Option<String>,
+}
+
+/// Reads a discovery document. Its `issuer` must be ours (OIDC Discovery §4.3): a document
+/// for another issuer would make us trust another issuer's keys.
+pub fn parse_discovery(issuer: &str, status: Option<u32>, body: &[u8]) -> Result<Endpoints, String> {
+    ok_status(status)?;
+    let doc: DiscoveryDoc =
+        serde_json::from_slice(body).map_err(|_| "discovery document is not valid JSON".to_string())?;
+    if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+        return Err("discovery document is for another issuer".into());
+    }
+    HttpUrl::parse(&doc.jwks_uri).map_err(|e| format!("jwks_uri {e}"))?;
+    if let Some(t) = &doc.token_endpoint {
+        HttpUrl::parse(t).map_err(|e| format!("token_endpoint {e}"))?;
+    }
+    Ok(Endpoints { token_endpoint: doc.token_endpoint, jwks_uri: doc.jwks_uri })
+}
+
+/// What the token endpoint said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    Issued { access_token: String, expires_in_s: Option<u64> },
+    /// 400/401: the client's credentials (or its request) were refused.
+    Rejected { error: String },
+    /// Anything else: the IdP is not able to answer now.
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+pub fn parse_token_response(status: Option<u32>, body: &[u8]) -> TokenAnswer {
+    match status {
+        Some(200) => match serde_json::from_slice::<TokenBody>(body) {
+            Ok(t) if !t.access_token.is_empty() && t.access_token.len() <= crate::verify::MAX_TOKEN_BYTES => {
+                TokenAnswer::Issued { access_token: t.access_token, expires_in_s: t.expires_in }
+            }
+            _ => TokenAnswer::Unavailable("token response without a usable access_token".into()),
+        },
+        Some(400 | 401) => {
+            let error = serde_json::from_slice::<ErrorBody>(body)
+                .map(|e| e.error)
+                .ok()
+                .filter(|e| e.len() <= 64 && e.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or_else(|| "invalid_client".into());
+            TokenAnswer::Rejected { error }
+        }
+        Some(code) => TokenAnswer::Unavailable(format!("token endpoint answered {code}")),
+        None => TokenAnswer::Unavailable("token endpoint did not answer".into()),
+    }
+}
+
+fn ok_status(status: Option<u32>) -> Result<(), String> {
+    match status {
+        Some(200) => Ok(()),
+        Some(code) => Err(format!("answered {code}")),
+        None => Err("did not answer (timeout or connection failure)".into()),
+    }
+}
+
+/// A JWKS answer, checked for status; the caller parses the key set.
+pub fn check_jwks_response(status: Option<u32>) -> Result<(), String> {
+    ok_status(status)
+}
+
+/// The `exp` of a token, read without verification: only to decide how long to keep a
+/// token the filter verifies before every use anyway.
+pub fn unverified_exp(token: &str) -> Option<u64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("exp")?.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Secret;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(format!(r#"{{"issuer":"https://idp.example.com/oauth2/default"{extra}}}"#).as_bytes()).unwrap()
+    }
+
+    fn client() -> ClientCredentials {
+        ClientCredentials { id: "svc one".into(), secret: Secret::new("p@ss:w+rd") }
+    }
+
+    fn header<'a>(c: &'a Callout, name: &str) -> Option<&'a str> {
+        c.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn token_request_with_basic_auth() {
+        let c = config(r#","scopes":["read","write"]"#);
+        let url = HttpUrl::parse("https://idp.example.com/oauth2/default/v1/token").unwrap();
+        let call = Callout::token(&c, &url, &client());
+        assert_eq!(call.upstream, "idp.example.com:443");
+        assert_eq!(header(&call, ":method"), Some("POST"));
+        assert_eq!(header(&call, ":path"), Some("/oauth2/default/v1/token"));
+        assert_eq!(header(&call, ":authority"), Some("idp.example.com"));
+        // base64("svc+one:p%40ss%3Aw%2Brd")
+        assert_eq!(header(&call, "authorization"), Some("Basic c3ZjK29uZTpwJTQwc3MlM0F3JTJCcmQ="));
+        assert_eq!(call.body.as_deref(), Some(&b"grant_type=client_credentials&scope=read+write"[..]));
+        assert_eq!(call.timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn token_request_with_post_auth() {
+        let c = config(r#","token_endpoint_auth_method":"client_secret_post","idp_cluster":"okta""#);
+        let url = HttpUrl::parse("https://idp.example.com/t").unwrap();
+        let call = Callout::token(&c, &url, &client());
+        assert_eq!(call.upstream, "okta");
+        assert_eq!(header(&call, "authorization"), None);
+        assert_eq!(
+            call.body.as_deref(),
+            Some(&b"grant_type=client_credentials&client_id=svc+one&client_secret=p%40ss%3Aw%2Brd"[..])
+        );
+    }
+
+    #[test]
+    fn discovery() {
+        let iss = "https://idp.example.com/oauth2/default";
+        let doc = br#"{"issuer":"https://idp.example.com/oauth2/default","jwks_uri":"https://idp.example.com/k","token_endpoint":"https://idp.example.com/t"}"#;
+        let e = parse_discovery(iss, Some(200), doc).unwrap();
+        assert_eq!(e.jwks_uri, "https://idp.example.com/k");
+        assert!(parse_discovery(iss, Some(500), doc).is_err());
+        assert!(parse_discovery(iss, None, doc).is_err());
+        assert!(parse_discovery(iss, Some(200), b"<html>").is_err());
+        assert!(parse_discovery("https://other", Some(200), doc).is_err());
+        assert!(parse_discovery(iss, Some(200), br#"{"issuer":"https://idp.example.com/oauth2/default","jwks_uri":"file:///etc"}"#).is_err());
+    }
+
+    #[test]
+    fn token_responses() {
+        assert_eq!(
+            parse_token_response(Some(200), br#"{"access_token":"a.b.c","expires_in":3600,"token_type":"Bearer"}"#),
+            TokenAnswer::Issued { access_token: "a.b.c".into(), expires_in_s: Some(3600) }
+        );
+        assert_eq!(
+            parse_token_response(Some(401), br#"{"error":"invalid_client"}"#),
+            TokenAnswer::Rejected { error: "invalid_client".into() }
+        );
+        assert_eq!(
+            parse_token_response(Some(400), b"garbage"),
+            TokenAnswer::Rejected { error: "invalid_client".into() }
+        );
+        for (status, body) in [(Some(200), &b"{}"[..]), (Some(200), b"garbage"), (Some(503), b""), (None, b""), (Some(200), br#"{"access_token":""}"#)] {
+            assert!(matches!(parse_token_response(status, body), TokenAnswer::Unavailable(_)), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn unverified_exp_reads_payload() {
+        // {"exp":42}
+        assert_eq!(unverified_exp("e30.eyJleHAiOjQyfQ.sig"), Some(42));
+        assert_eq!(unverified_exp("garbage"), None);
+    }
+}

@@ -1,0 +1,262 @@
+//! The IdP's JSON Web Key Set, parsed into ready-to-use verification keys.
+//!
+//! Parsing is lenient the way IdPs need it: keys this filter cannot use (encryption keys,
+//! unknown `kty`, bad numbers) are skipped rather than failing the whole set, and a missing
+//! `alg` makes the key serve every algorithm of its type.
+
+use base64::Engine;
+use jwt_simple::prelude::*;
+use serde::Deserialize;
+
+/// The asymmetric algorithms accepted (SPEC §4). `none` and HMAC have no variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+const RSA_ALGS: [Alg; 6] = [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512];
+
+impl Alg {
+    /// Exact, case-sensitive names (RFC 7518): `None`, `NONE`, `HS256` are not algorithms here.
+    pub fn parse(name: &str) -> Option<Alg> {
+        Some(match name {
+            "RS256" => Alg::RS256,
+            "RS384" => Alg::RS384,
+            "RS512" => Alg::RS512,
+            "PS256" => Alg::PS256,
+            "PS384" => Alg::PS384,
+            "PS512" => Alg::PS512,
+            "ES256" => Alg::ES256,
+            "ES384" => Alg::ES384,
+            "EdDSA" => Alg::EdDSA,
+            _ => return None,
+        })
+    }
+}
+
+/// A public key bound to one algorithm, so that a key can never be used with another
+/// algorithm than the one it was selected for.
+enum AlgKey {
+    RS256(RS256PublicKey),
+    RS384(RS384PublicKey),
+    RS512(RS512PublicKey),
+    PS256(PS256PublicKey),
+    PS384(PS384PublicKey),
+    PS512(PS512PublicKey),
+    ES256(ES256PublicKey),
+    ES384(ES384PublicKey),
+    EdDSA(Ed25519PublicKey),
+}
+
+/// Why a signature check failed, as jwt-simple reports it.
+pub type VerifyError = jwt_simple::Error;
+
+pub type Claims = JWTClaims<serde_json::Map<String, serde_json::Value>>;
+
+impl AlgKey {
+    fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
+        let o = Some(options);
+        match self {
+            AlgKey::RS256(k) => k.verify_token(token, o),
+            AlgKey::RS384(k) => k.verify_token(token, o),
+            AlgKey::RS512(k) => k.verify_token(token, o),
+            AlgKey::PS256(k) => k.verify_token(token, o),
+            AlgKey::PS384(k) => k.verify_token(token, o),
+            AlgKey::PS512(k) => k.verify_token(token, o),
+            AlgKey::ES256(k) => k.verify_token(token, o),
+            AlgKey::ES384(k) => k.verify_token(token, o),
+            AlgKey::EdDSA(k) => k.verify_token(token, o),
+        }
+    }
+}
+
+/// A key usable for exactly one algorithm.
+pub struct Entry {
+    kid: Option<String>,
+    alg: Alg,
+    key: AlgKey,
+}
+
+impl Entry {
+    pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
+        self.key.verify(token, options)
+    }
+}
+
+/// The usable keys of one JWKS document.
+#[derive(Default)]
+pub struct KeySet {
+    entries: Vec<Entry>,
+}
+
+/// Lookup result for a token's `kid` and `alg`.
+pub enum Lookup<'a> {
+    Found(Vec<&'a Entry>),
+    /// No key has that `kid`: the IdP may have rotated; worth a refetch.
+    UnknownKid,
+    /// The `kid` exists but not for that algorithm (or no key fits a kid-less token).
+    NoMatchingKey,
+}
+
+#[derive(Deserialize)]
+struct RawSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawKey {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// Key sets larger than this are garbage, not key sets.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+const MAX_KEYS: usize = 64;
+
+impl KeySet {
+    /// Parses a JWKS document. Fails only when the document itself is unusable: not JSON, no
+    /// `keys` array, too large, or without a single usable key.
+    pub fn parse(bytes: &[u8]) -> Result<KeySet, &'static str> {
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err("key set too large");
+        }
+        let raw: RawSet = serde_json::from_slice(bytes).map_err(|_| "not a JWKS document")?;
+        let mut set = KeySet::default();
+        for value in raw.keys.into_iter().take(MAX_KEYS) {
+            // One odd key must not take the others down.
+            if let Ok(key) = serde_json::from_value::<RawKey>(value) {
+                set.add(key);
+            }
+        }
+        if set.entries.is_empty() {
+            return Err("no usable signing key");
+        }
+        Ok(set)
+    }
+
+    fn add(&mut self, raw: RawKey) {
+        if raw.use_.as_deref().is_some_and(|u| u != "sig") {
+            return;
+        }
+        let declared = match raw.alg.as_deref() {
+            Some(name) => match Alg::parse(name) {
+                Some(alg) => Some(alg),
+                None => return,
+            },
+            None => None,
+        };
+        let b64 = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+        };
+        let mut push = |alg: Alg, key: AlgKey| {
+            self.entries.push(Entry { kid: raw.kid.clone(), alg, key });
+        };
+        match (raw.kty.as_str(), raw.crv.as_deref()) {
+            ("RSA", _) => {
+                let (Some(n), Some(e)) = (b64(&raw.n), b64(&raw.e)) else { return };
+                let algs: &[Alg] = match declared {
+                    Some(a) if RSA_ALGS.contains(&a) => &[a][..],
+                    Some(_) => return,
+                    None => &RSA_ALGS[..],
+                };
+                for &alg in algs {
+                    if let Some(key) = rsa_key(alg, &n, &e) {
+                        push(alg, key);
+                    }
+                }
+            }
+            ("EC", Some(crv)) => {
+                let (Some(x), Some(y)) = (b64(&raw.x), b64(&raw.y)) else { return };
+                let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                match (crv, declared) {
+                    ("P-256", None | Some(Alg::ES256)) if x.len() == 32 && y.len() == 32 => {
+                        if let Ok(k) = ES256PublicKey::from_bytes(&point) {
+                            push(Alg::ES256, AlgKey::ES256(k));
+                        }
+                    }
+                    ("P-384", None | Some(Alg::ES384)) if x.len() == 48 && y.len() == 48 => {
+                        if let Ok(k) = ES384PublicKey::from_bytes(&point) {
+                            push(Alg::ES384, AlgKey::ES384(k));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ("OKP", Some("Ed25519")) if matches!(declared, None | Some(Alg::EdDSA)) => {
+                if let Some(x) = b64(&raw.x).filter(|x| x.len() == 32) {
+                    if let Ok(k) = Ed25519PublicKey::from_bytes(&x) {
+                        push(Alg::EdDSA, AlgKey::EdDSA(k));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Keys for a token with this `alg` and `kid`. A token without `kid` may use any key of
+    /// its algorithm (Envoy `jwt_authn` does the same).
+    pub fn lookup(&self, alg: Alg, kid: Option<&str>) -> Lookup<'_> {
+        let mut kid_seen = false;
+        let mut found = Vec::new();
+        for entry in &self.entries {
+            let kid_ok = match kid {
+                Some(k) => entry.kid.as_deref() == Some(k),
+                None => true,
+            };
+            if !kid_ok {
+                continue;
+            }
+            kid_seen = true;
+            if entry.alg == alg {
+                found.push(entry);
+            }
+        }
+        if !found.is_empty() {
+            Lookup::Found(found)
+        } else if kid.is_some() && !kid_seen {
+            Lookup::UnknownKid
+        } else {
+            Lookup::NoMatchingKey
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn rsa_key(alg: Alg, n: &[u8], e: &[u8]) -> Option<AlgKey> {
+    Some(match alg {
+        Alg::RS256 => AlgKey::RS256(RS256PublicKey::from_components(n, e).ok()?),
+        Alg::RS384 => AlgKey::RS384(RS384PublicKey::from_components(n, e).ok()?),
+        Alg::RS512 => AlgKey::RS512(RS512PublicKey::from_components(n, e).ok()?),
+        Alg::PS256 => AlgKey::PS256(PS256PublicKey::from_components(n, e).ok()?),
+        Alg::PS384 => AlgKey::PS384(PS384PublicKey::from_components(n, e).ok()?),
+        Alg::PS512 => AlgKey::PS512(PS512PublicKey::from_components(n, e).ok()?),
+        _ => return None,
+    })
+}

@@ -1,0 +1,21 @@
+//! oidcgate: an OAuth 2.0 / OpenID Connect gate as a proxy-wasm HTTP filter.
+//!
+//! Everything but `filter` is plain Rust that knows nothing of proxy-wasm and is tested on
+//! the native target; `filter` is the thin adapter that moves bytes between the host and
+//! [`gate::Gate`].
+
+pub mod cache;
+pub mod claims;
+pub mod config;
+pub mod credentials;
+pub mod gate;
+pub mod idp;
+pub mod jwks;
+pub mod outcome;
+pub mod policy;
+pub mod store;
+pub mod url;
+pub mod verify;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

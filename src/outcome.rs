@@ -1,0 +1,177 @@
+//! Every way a request is refused, mapped in one place to what the caller sees (SPEC §3).
+
+use std::fmt;
+
+/// Why a token was found invalid. Logged as a reason code; the caller only learns
+/// `invalid_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    TooLarge,
+    Malformed,
+    DisallowedAlgorithm,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    MissingExpiry,
+    WrongIssuer,
+    WrongAudience,
+    ClientNotAllowed,
+}
+
+impl TokenProblem {
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenProblem::TooLarge => "token_too_large",
+            TokenProblem::Malformed => "malformed",
+            TokenProblem::DisallowedAlgorithm => "disallowed_alg",
+            TokenProblem::UnknownKey => "unknown_kid",
+            TokenProblem::BadSignature => "bad_signature",
+            TokenProblem::Expired => "expired",
+            TokenProblem::NotYetValid => "not_yet_valid",
+            TokenProblem::IssuedInFuture => "iat_in_future",
+            TokenProblem::MissingExpiry => "missing_exp",
+            TokenProblem::WrongIssuer => "wrong_issuer",
+            TokenProblem::WrongAudience => "wrong_audience",
+            TokenProblem::ClientNotAllowed => "client_not_allowed",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            TokenProblem::TooLarge => "token is too large",
+            TokenProblem::Malformed => "token is malformed",
+            TokenProblem::DisallowedAlgorithm => "token algorithm is not allowed",
+            TokenProblem::UnknownKey => "token signing key is unknown",
+            TokenProblem::BadSignature => "token signature is invalid",
+            TokenProblem::Expired => "token has expired",
+            TokenProblem::NotYetValid => "token is not valid yet",
+            TokenProblem::IssuedInFuture => "token is issued in the future",
+            TokenProblem::MissingExpiry => "token has no expiry",
+            TokenProblem::WrongIssuer => "token issuer is not allowed",
+            TokenProblem::WrongAudience => "token audience is not allowed",
+            TokenProblem::ClientNotAllowed => "client is not allowed",
+        }
+    }
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No credential of an accepted kind.
+    Missing,
+    InvalidToken(TokenProblem),
+    /// The IdP refused the caller's client id and secret, or they were unreadable.
+    InvalidClient,
+    InsufficientScope,
+    /// No usable token or key set, and the IdP cannot be asked right now.
+    IdpUnavailable { retry_after_s: u64 },
+}
+
+impl Denial {
+    pub fn status(&self) -> u32 {
+        match self {
+            Denial::Missing | Denial::InvalidToken(_) | Denial::InvalidClient => 401,
+            Denial::InsufficientScope => 403,
+            Denial::IdpUnavailable { .. } => 503,
+        }
+    }
+
+    /// Stable reason code for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::Missing => "missing",
+            Denial::InvalidToken(_) => "invalid_token",
+            Denial::InvalidClient => "invalid_client",
+            Denial::InsufficientScope => "insufficient_scope",
+            Denial::IdpUnavailable { .. } => "idp_unavailable",
+        }
+    }
+
+    fn error_code(&self) -> &'static str {
+        match self {
+            Denial::Missing => "unauthorized",
+            Denial::IdpUnavailable { .. } => "temporarily_unavailable",
+            other => other.reason(),
+        }
+    }
+
+    fn description(&self) -> &'static str {
+        match self {
+            Denial::Missing => "credentials are required",
+            Denial::InvalidToken(p) => p.description(),
+            Denial::InvalidClient => "client authentication failed",
+            Denial::InsufficientScope => "token lacks a required scope",
+            Denial::IdpUnavailable { .. } => "identity provider is unavailable, retry later",
+        }
+    }
+
+    /// Response headers besides the content type: `WWW-Authenticate` (RFC 6750 §3) or
+    /// `Retry-After`.
+    pub fn headers(&self, realm: &str) -> Vec<(&'static str, String)> {
+        match self {
+            Denial::Missing => vec![("www-authenticate", format!("Bearer realm=\"{realm}\""))],
+            Denial::IdpUnavailable { retry_after_s } => {
+                vec![("retry-after", retry_after_s.max(&1).to_string())]
+            }
+            other => vec![(
+                "www-authenticate",
+                format!("Bearer realm=\"{realm}\", error=\"{}\"", other.error_code()),
+            )],
+        }
+    }
+
+    /// The small JSON body. Descriptions are fixed strings: nothing from the request or the
+    /// IdP is echoed back.
+    pub fn body(&self) -> String {
+        format!(
+            "{{\"error\":\"{}\",\"error_description\":\"{}\"}}",
+            self.error_code(),
+            self.description()
+        )
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::InvalidToken(p) => write!(f, "invalid_token ({})", p.code()),
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_table() {
+        let realm = "idp.example.com";
+        let cases = [
+            (Denial::Missing, 401, "Bearer realm=\"idp.example.com\""),
+            (
+                Denial::InvalidToken(TokenProblem::Expired),
+                401,
+                "Bearer realm=\"idp.example.com\", error=\"invalid_token\"",
+            ),
+            (Denial::InvalidClient, 401, "Bearer realm=\"idp.example.com\", error=\"invalid_client\""),
+            (
+                Denial::InsufficientScope,
+                403,
+                "Bearer realm=\"idp.example.com\", error=\"insufficient_scope\"",
+            ),
+        ];
+        for (denial, status, www) in cases {
+            assert_eq!(denial.status(), status);
+            assert_eq!(denial.headers(realm), vec![("www-authenticate", www.to_string())]);
+            let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
+            assert!(body["error"].is_string() && body["error_description"].is_string());
+        }
+        let unavailable = Denial::IdpUnavailable { retry_after_s: 0 };
+        assert_eq!(unavailable.status(), 503);
+        assert_eq!(unavailable.headers(realm), vec![("retry-after", "1".to_string())]);
+        assert!(unavailable.body().contains("temporarily_unavailable"));
+    }
+}
