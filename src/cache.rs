@@ -54,7 +54,10 @@ impl<V> BoundedCache<V> {
     }
 
     pub fn get(&self, key: &Key, now_ms: u64) -> Option<&V> {
-        self.map.get(key).filter(|s| s.expires_ms > now_ms).map(|s| &s.value)
+        self.map
+            .get(key)
+            .filter(|s| s.expires_ms > now_ms)
+            .map(|s| &s.value)
     }
 
     /// Inserts `value`, accounted as `bytes` large, until `expires_ms`.
@@ -64,7 +67,15 @@ impl<V> BoundedCache<V> {
         }
         self.remove(&key);
         self.seq += 1;
-        self.map.insert(key, Slot { value, expires_ms, bytes, seq: self.seq });
+        self.map.insert(
+            key,
+            Slot {
+                value,
+                expires_ms,
+                bytes,
+                seq: self.seq,
+            },
+        );
         self.order.push_back((key, self.seq));
         self.bytes += bytes;
         self.evict(now_ms);
@@ -89,7 +100,9 @@ impl<V> BoundedCache<V> {
             }
         }
         while self.over() {
-            let Some((key, seq)) = self.order.pop_front() else { break };
+            let Some((key, seq)) = self.order.pop_front() else {
+                break;
+            };
             // Entries replaced since leave stale order records behind; skip those.
             if self.map.get(&key).is_some_and(|s| s.seq == seq) {
                 self.remove(&key);
@@ -98,7 +111,8 @@ impl<V> BoundedCache<V> {
         // Keep the order queue from growing with stale records.
         if self.order.len() > self.map.len().saturating_mul(2) + 16 {
             let map = &self.map;
-            self.order.retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
+            self.order
+                .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
         }
     }
 

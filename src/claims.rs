@@ -107,9 +107,18 @@ mod tests {
     #[test]
     fn headers_keep_configured_names_and_skip_bad_values() {
         let mapping = vec![
-            ClaimHeader { claim: "iss".into(), header: "Issuer_Header".into() },
-            ClaimHeader { claim: "evil".into(), header: "X-Evil".into() },
-            ClaimHeader { claim: "admin".into(), header: "X-Admin".into() },
+            ClaimHeader {
+                claim: "iss".into(),
+                header: "Issuer_Header".into(),
+            },
+            ClaimHeader {
+                claim: "evil".into(),
+                header: "X-Evil".into(),
+            },
+            ClaimHeader {
+                claim: "admin".into(),
+                header: "X-Admin".into(),
+            },
         ];
         assert_eq!(
             headers(&mapping, &claims()),

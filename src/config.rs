@@ -199,7 +199,10 @@ impl Config {
                 // Unknown fields and a non-object document are reported on the root.
                 unknown_field(&e.inner().to_string()).unwrap_or_else(|| "(root)".to_string())
             } else {
-                path.split(['.', '[']).next().unwrap_or("(root)").to_string()
+                path.split(['.', '['])
+                    .next()
+                    .unwrap_or("(root)")
+                    .to_string()
             };
             err(&key, short_serde_reason(&e.inner().to_string()))
         })?;
@@ -251,7 +254,10 @@ impl Config {
             }
         }
         if raw.client_id.as_ref().is_some_and(|l| l.is_empty()) {
-            return Err(err("client_id", "an empty allow-list would reject every client"));
+            return Err(err(
+                "client_id",
+                "an empty allow-list would reject every client",
+            ));
         }
         for scope in &raw.scopes {
             if scope.chars().any(|c| c == ' ' || c.is_control()) {
@@ -318,8 +324,13 @@ impl Config {
             }
         }
         let realm = match raw.realm {
-            Some(r) if r.is_empty() || r.chars().any(|c| c == '"' || c == '\\' || c.is_control()) => {
-                return Err(err("realm", "must be non-empty, without quotes, backslashes or control characters"));
+            Some(r)
+                if r.is_empty() || r.chars().any(|c| c == '"' || c == '\\' || c.is_control()) =>
+            {
+                return Err(err(
+                    "realm",
+                    "must be non-empty, without quotes, backslashes or control characters",
+                ));
             }
             Some(r) => r,
             None => issuer_url.authority.clone(),
@@ -395,7 +406,9 @@ fn parse_token_header(spec: &str) -> Result<TokenHeader, ConfigError> {
 fn capitalise(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+        Some(first) => {
+            first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+        }
         None => String::new(),
     }
 }
@@ -457,13 +470,33 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let c = parse(r#"{"issuer":"https://idp.example.com/oauth2/default"}"#).unwrap();
-        assert_eq!(c.client_credentials, Some(Sources { header: true, body: false, query: false }));
-        assert_eq!(c.bearer, Some(Sources { header: true, body: false, query: false }));
+        assert_eq!(
+            c.client_credentials,
+            Some(Sources {
+                header: true,
+                body: false,
+                query: false
+            })
+        );
+        assert_eq!(
+            c.bearer,
+            Some(Sources {
+                header: true,
+                body: false,
+                query: false
+            })
+        );
         assert_eq!(c.token_endpoint_auth, TokenEndpointAuth::ClientSecretBasic);
-        assert_eq!(c.issuers_allowed, vec!["https://idp.example.com/oauth2/default"]);
+        assert_eq!(
+            c.issuers_allowed,
+            vec!["https://idp.example.com/oauth2/default"]
+        );
         assert_eq!(
             c.token_header,
-            Some(TokenHeader { name: "authorization".into(), scheme: Some("Bearer".into()) })
+            Some(TokenHeader {
+                name: "authorization".into(),
+                scheme: Some("Bearer".into())
+            })
         );
         assert_eq!(c.leeway_s, 0);
         assert!(c.cache_tokens);
@@ -472,7 +505,10 @@ mod tests {
         assert_eq!(c.timeout_ms, 10_000);
         assert_eq!(c.realm, "idp.example.com");
         assert_eq!(c.client_ids, None);
-        assert_eq!(c.discovery_url.path, "/oauth2/default/.well-known/openid-configuration");
+        assert_eq!(
+            c.discovery_url.path,
+            "/oauth2/default/.well-known/openid-configuration"
+        );
         assert_eq!(c.cluster_for(&c.discovery_url), "idp.example.com:443");
         assert!(!c.reads_body());
     }
@@ -494,12 +530,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.client_credentials, None);
-        assert_eq!(c.bearer, Some(Sources { header: true, body: false, query: true }));
+        assert_eq!(
+            c.bearer,
+            Some(Sources {
+                header: true,
+                body: false,
+                query: true
+            })
+        );
         assert_eq!(c.token_endpoint_auth, TokenEndpointAuth::ClientSecretPost);
-        assert_eq!(c.token_header, Some(TokenHeader { name: "x-access-token".into(), scheme: None }));
-        assert_eq!(c.claim_headers[1], ClaimHeader { claim: "realm.roles".into(), header: "X-Roles".into() });
+        assert_eq!(
+            c.token_header,
+            Some(TokenHeader {
+                name: "x-access-token".into(),
+                scheme: None
+            })
+        );
+        assert_eq!(
+            c.claim_headers[1],
+            ClaimHeader {
+                claim: "realm.roles".into(),
+                header: "X-Roles".into()
+            }
+        );
         assert_eq!(c.issuers_allowed, vec!["x", "y"]);
-        assert_eq!((c.leeway_s, c.neg_ttl_ms, c.rediscovery_ms, c.timeout_ms), (5, 3000, 7000, 500));
+        assert_eq!(
+            (c.leeway_s, c.neg_ttl_ms, c.rediscovery_ms, c.timeout_ms),
+            (5, 3000, 7000, 500)
+        );
         assert_eq!(c.cluster_for(c.token_endpoint.as_ref().unwrap()), "idp");
         assert_eq!(c.realm, "api");
     }
@@ -520,31 +578,65 @@ mod tests {
         assert_eq!(key_of(r#"{"issuer":"http://i","leeway":-1}"#), "leeway");
         assert_eq!(key_of(r#"{"issuer":"http://i","leeway":"5"}"#), "leeway");
         assert_eq!(key_of(r#"{"issuer":"http://i","timeout":0}"#), "timeout");
-        assert_eq!(key_of(r#"{"issuer":"http://i","auth_methods":["password"]}"#), "auth_methods");
-        assert_eq!(key_of(r#"{"issuer":"http://i","auth_methods":[]}"#), "auth_methods");
-        assert_eq!(key_of(r#"{"issuer":"http://i","bearer_token_param_type":["body"]}"#), "bearer_token_param_type");
-        assert_eq!(key_of(r#"{"issuer":"http://i","token_endpoint":"nope"}"#), "token_endpoint");
-        assert_eq!(key_of(r#"{"issuer":"http://i","upstream_headers_claims":["iss"]}"#), "upstream_headers_names");
         assert_eq!(
-            key_of(r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["bad header"]}"#),
+            key_of(r#"{"issuer":"http://i","auth_methods":["password"]}"#),
+            "auth_methods"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","auth_methods":[]}"#),
+            "auth_methods"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","bearer_token_param_type":["body"]}"#),
+            "bearer_token_param_type"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","token_endpoint":"nope"}"#),
+            "token_endpoint"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","upstream_headers_claims":["iss"]}"#),
             "upstream_headers_names"
         );
         assert_eq!(
-            key_of(r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["Host"]}"#),
+            key_of(
+                r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["bad header"]}"#
+            ),
             "upstream_headers_names"
         );
-        assert_eq!(key_of(r#"{"issuer":"http://i","upstream_access_token_header":"a b"}"#), "upstream_access_token_header");
-        assert_eq!(key_of(r#"{"issuer":"http://i","client_id":[]}"#), "client_id");
-        assert_eq!(key_of(r#"{"issuer":"http://i","scopes":["a b"]}"#), "scopes");
+        assert_eq!(
+            key_of(
+                r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["Host"]}"#
+            ),
+            "upstream_headers_names"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","upstream_access_token_header":"a b"}"#),
+            "upstream_access_token_header"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","client_id":[]}"#),
+            "client_id"
+        );
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","scopes":["a b"]}"#),
+            "scopes"
+        );
         assert_eq!(key_of(r#"{"issuer":"http://i","realm":"a\"b"}"#), "realm");
-        assert_eq!(key_of(r#"{"issuer":"http://i","issuers_allowed":[]}"#), "issuers_allowed");
+        assert_eq!(
+            key_of(r#"{"issuer":"http://i","issuers_allowed":[]}"#),
+            "issuers_allowed"
+        );
     }
 
     #[test]
     fn error_message_is_one_short_line() {
         let e = parse(r#"{"issuer":"http://i","bogus":1}"#).unwrap_err();
         let line = e.to_string();
-        assert_eq!(line, "invalid configuration: `bogus`: unknown field `bogus`");
+        assert_eq!(
+            line,
+            "invalid configuration: `bogus`: unknown field `bogus`"
+        );
     }
 
     #[test]

@@ -129,7 +129,11 @@ pub fn extract(config: &Config, view: &RequestView, body: Option<&[u8]>) -> Extr
     }
 }
 
-fn from_authorization(value: &str, basic: bool, bearer: bool) -> Option<Result<Credential, Denial>> {
+fn from_authorization(
+    value: &str,
+    basic: bool,
+    bearer: bool,
+) -> Option<Result<Credential, Denial>> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("basic") && basic {
@@ -266,11 +270,18 @@ mod tests {
     }
 
     fn client_cred(id: &str, secret: &str) -> Result<Credential, Denial> {
-        Ok(Credential::Client(ClientCredentials { id: id.into(), secret: Secret::new(secret) }))
+        Ok(Credential::Client(ClientCredentials {
+            id: id.into(),
+            secret: Secret::new(secret),
+        }))
     }
 
     fn view<'a>(auth: Option<&'a str>, path: &'a str, ct: Option<&'a str>) -> RequestView<'a> {
-        RequestView { authorization: auth, path, content_type: ct }
+        RequestView {
+            authorization: auth,
+            path,
+            content_type: ct,
+        }
     }
 
     #[test]
@@ -280,7 +291,10 @@ mod tests {
         let got = extract(&c, &view(Some(&header), "/", None), None);
         assert_eq!(got.credential, client_cred("my client", "s3cr:t+/%"));
         // Plain (unencoded) Basic from common clients works too.
-        let plain = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret"));
+        let plain = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret")
+        );
         let got = extract(&c, &view(Some(&plain), "/", None), None);
         assert_eq!(got.credential, client_cred("demo-client", "demo-secret"));
     }
@@ -302,13 +316,20 @@ mod tests {
             (Some(""), Denial::Missing),
             (Some("Digest x"), Denial::Missing),
             (Some("Bearer"), Denial::Missing),
-            (Some("Bearer a b"), Denial::InvalidToken(TokenProblem::Malformed)),
+            (
+                Some("Bearer a b"),
+                Denial::InvalidToken(TokenProblem::Malformed),
+            ),
             (Some("Basic !!!"), Denial::InvalidClient),
             (Some("Basic bm9jb2xvbg=="), Denial::InvalidClient), // "nocolon"
             (Some("Basic Og=="), Denial::InvalidClient),         // ":"
             (Some("Basic /w=="), Denial::InvalidClient),         // not UTF-8
         ] {
-            assert_eq!(extract(&c, &view(auth, "/", None), None).credential, Err(want), "{auth:?}");
+            assert_eq!(
+                extract(&c, &view(auth, "/", None), None).credential,
+                Err(want),
+                "{auth:?}"
+            );
         }
     }
 
@@ -316,15 +337,31 @@ mod tests {
     fn disabled_methods_are_not_credentials() {
         let only_bearer = config(r#","auth_methods":["bearer"]"#);
         let basic = basic_header("a", "b");
-        assert_eq!(extract(&only_bearer, &view(Some(&basic), "/", None), None).credential, Err(Denial::Missing));
+        assert_eq!(
+            extract(&only_bearer, &view(Some(&basic), "/", None), None).credential,
+            Err(Denial::Missing)
+        );
         let only_cc = config(r#","auth_methods":["client_credentials"]"#);
-        assert_eq!(extract(&only_cc, &view(Some("Bearer t"), "/", None), None).credential, Err(Denial::Missing));
+        assert_eq!(
+            extract(&only_cc, &view(Some("Bearer t"), "/", None), None).credential,
+            Err(Denial::Missing)
+        );
     }
 
     #[test]
     fn query_credentials_are_read_and_stripped_keeping_other_params_exact() {
-        let c = config(r#","client_credentials_param_type":["query"],"bearer_token_param_type":["query"]"#);
-        let got = extract(&c, &view(None, "/a?x=%2F1&client_id=id&client_secret=s%2B&grant_type=client_credentials&y", None), None);
+        let c = config(
+            r#","client_credentials_param_type":["query"],"bearer_token_param_type":["query"]"#,
+        );
+        let got = extract(
+            &c,
+            &view(
+                None,
+                "/a?x=%2F1&client_id=id&client_secret=s%2B&grant_type=client_credentials&y",
+                None,
+            ),
+            None,
+        );
         assert_eq!(got.credential, client_cred("id", "s+"));
         assert_eq!(got.new_path.as_deref(), Some("/a?x=%2F1&y"));
         let got = extract(&c, &view(None, "/a?access_token=tok", None), None);
@@ -332,7 +369,11 @@ mod tests {
         assert_eq!(got.new_path.as_deref(), Some("/a"));
         // Query parameters are left alone when query credentials are not enabled.
         let header_only = config("");
-        let got = extract(&header_only, &view(None, "/a?client_id=id&client_secret=s", None), None);
+        let got = extract(
+            &header_only,
+            &view(None, "/a?client_id=id&client_secret=s", None),
+            None,
+        );
         assert_eq!(got.credential, Err(Denial::Missing));
         assert_eq!(got.new_path, None);
     }
@@ -340,14 +381,26 @@ mod tests {
     #[test]
     fn form_and_json_bodies() {
         let c = config(r#","client_credentials_param_type":["body"]"#);
-        let form = view(None, "/", Some("application/x-www-form-urlencoded; charset=utf-8"));
+        let form = view(
+            None,
+            "/",
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+        );
         assert!(needs_body(&c, &form));
-        let got = extract(&c, &form, Some(b"a=1&client_id=id&client_secret=s%26&grant_type=client_credentials&b=x+y"));
+        let got = extract(
+            &c,
+            &form,
+            Some(b"a=1&client_id=id&client_secret=s%26&grant_type=client_credentials&b=x+y"),
+        );
         assert_eq!(got.credential, client_cred("id", "s&"));
         assert_eq!(got.new_body.as_deref(), Some(&b"a=1&b=x+y"[..]));
 
         let json = view(None, "/", Some("application/json"));
-        let got = extract(&c, &json, Some(br#"{"client_id":"id","client_secret":"s","keep":1}"#));
+        let got = extract(
+            &c,
+            &json,
+            Some(br#"{"client_id":"id","client_secret":"s","keep":1}"#),
+        );
         assert_eq!(got.credential, client_cred("id", "s"));
         assert_eq!(got.new_body.as_deref(), Some(&br#"{"keep":1}"#[..]));
 
@@ -367,7 +420,11 @@ mod tests {
         let basic = basic_header("hdr", "1");
         let got = extract(
             &c,
-            &view(Some(&basic), "/?client_id=q&client_secret=2", Some("application/x-www-form-urlencoded")),
+            &view(
+                Some(&basic),
+                "/?client_id=q&client_secret=2",
+                Some("application/x-www-form-urlencoded"),
+            ),
             Some(b"client_id=b&client_secret=3"),
         );
         assert_eq!(got.credential, client_cred("hdr", "1"));
@@ -376,7 +433,11 @@ mod tests {
         // Body before query.
         let got = extract(
             &c,
-            &view(None, "/?client_id=q&client_secret=2", Some("application/x-www-form-urlencoded")),
+            &view(
+                None,
+                "/?client_id=q&client_secret=2",
+                Some("application/x-www-form-urlencoded"),
+            ),
             Some(b"client_id=b&client_secret=3"),
         );
         assert_eq!(got.credential, client_cred("b", "3"));
@@ -384,7 +445,10 @@ mod tests {
 
     #[test]
     fn secret_debug_is_redacted() {
-        let c = ClientCredentials { id: "id".into(), secret: Secret::new("hunter2") };
+        let c = ClientCredentials {
+            id: "id".into(),
+            secret: Secret::new("hunter2"),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

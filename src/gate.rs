@@ -72,8 +72,14 @@ pub enum Applied {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum TokenValue {
-    Issued { token: String, exp_ms: u64, refresh_at_ms: u64 },
-    Rejected { until_ms: u64 },
+    Issued {
+        token: String,
+        exp_ms: u64,
+        refresh_at_ms: u64,
+    },
+    Rejected {
+        until_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,7 +186,13 @@ impl Gate {
 
     /// Decides on a request. `started_ms` is when the request arrived (it may be asked
     /// again later, after waiting).
-    pub fn authenticate(&mut self, store: &mut dyn SharedStore, credential: &Credential, started_ms: u64, now_ms: u64) -> Step {
+    pub fn authenticate(
+        &mut self,
+        store: &mut dyn SharedStore,
+        credential: &Credential,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Step {
         match credential {
             Credential::Bearer(token) => self.check_token(store, token, now_ms),
             Credential::Client(client) => self.check_client(store, client, started_ms, now_ms),
@@ -211,8 +223,12 @@ impl Gate {
                         .as_ref()
                         .map(|h| h.iter().map(|(k, v)| k.len() + v.len() + 48).sum())
                         .unwrap_or(0);
-                let until = verified.exp_s.saturating_add(self.config.leeway_s).saturating_mul(1000);
-                self.decisions.insert(key, decision.clone(), size, until, now_ms);
+                let until = verified
+                    .exp_s
+                    .saturating_add(self.config.leeway_s)
+                    .saturating_mul(1000);
+                self.decisions
+                    .insert(key, decision.clone(), size, until, now_ms);
                 to_step(decision)
             }
             Err(TokenProblem::UnknownKey) => self
@@ -222,7 +238,11 @@ impl Gate {
         }
     }
 
-    fn allow_headers(&self, token: &str, claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    fn allow_headers(
+        &self,
+        token: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<(String, String)> {
         let mut headers = claims::headers(&self.config.claim_headers, claims);
         if let Some(th) = &self.config.token_header {
             let value = match &th.scheme {
@@ -234,7 +254,13 @@ impl Gate {
         headers
     }
 
-    fn check_client(&mut self, store: &mut dyn SharedStore, client: &ClientCredentials, started_ms: u64, now_ms: u64) -> Step {
+    fn check_client(
+        &mut self,
+        store: &mut dyn SharedStore,
+        client: &ClientCredentials,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Step {
         if let Some(allowed) = &self.config.client_ids {
             if !allowed.contains(&client.id) {
                 return Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed));
@@ -255,20 +281,32 @@ impl Gate {
         // Without caching, only a token fetched for (or while) this request may serve it.
         let fresh_enough = cache || entry.fetched_ms >= started_ms;
         match &entry.value {
-            Some(TokenValue::Issued { token, exp_ms, refresh_at_ms })
-                if fresh_enough && now_ms.saturating_add(EXPIRY_MARGIN_MS) < *exp_ms =>
-            {
+            Some(TokenValue::Issued {
+                token,
+                exp_ms,
+                refresh_at_ms,
+            }) if fresh_enough && now_ms.saturating_add(EXPIRY_MARGIN_MS) < *exp_ms => {
                 if cache {
-                    let local = LocalToken { token: token.clone(), refresh_at_ms: *refresh_at_ms };
-                    self.tokens
-                        .insert(key, local, token.len() + 64, exp_ms - EXPIRY_MARGIN_MS, now_ms);
+                    let local = LocalToken {
+                        token: token.clone(),
+                        refresh_at_ms: *refresh_at_ms,
+                    };
+                    self.tokens.insert(
+                        key,
+                        local,
+                        token.len() + 64,
+                        exp_ms - EXPIRY_MARGIN_MS,
+                        now_ms,
+                    );
                     if now_ms >= *refresh_at_ms && !entry.is_busy(now_ms) {
                         self.queue_refresh(key, client);
                     }
                 }
                 self.check_token(store, token, now_ms)
             }
-            Some(TokenValue::Rejected { until_ms }) if *until_ms > now_ms || entry.fetched_ms >= started_ms => {
+            Some(TokenValue::Rejected { until_ms })
+                if *until_ms > now_ms || entry.fetched_ms >= started_ms =>
+            {
                 Step::Deny(Denial::InvalidClient)
             }
             _ => self.fetch_step(store, Resource::Token(key), Some(client), now_ms),
@@ -314,15 +352,19 @@ impl Gate {
         let url = self.url_for(store, &Resource::Jwks)?;
         let gap = self.config.rediscovery_ms;
         let lock = self.lock_ms();
-        let claim = store::update(store, &self.shared_key(&Resource::Jwks), |r: &mut Fetched<String>| {
-            if r.is_busy(now_ms) {
-                Some(Claim::Busy)
-            } else if now_ms.saturating_sub(r.attempt_ms) < gap {
-                None
-            } else {
-                Some(r.claim(now_ms, lock))
-            }
-        })
+        let claim = store::update(
+            store,
+            &self.shared_key(&Resource::Jwks),
+            |r: &mut Fetched<String>| {
+                if r.is_busy(now_ms) {
+                    Some(Claim::Busy)
+                } else if now_ms.saturating_sub(r.attempt_ms) < gap {
+                    None
+                } else {
+                    Some(r.claim(now_ms, lock))
+                }
+            },
+        )
         .flatten()?;
         match claim {
             Claim::Acquired => Some(Step::Fetch(Fetch {
@@ -335,7 +377,13 @@ impl Gate {
     }
 
     /// Claims the fetch of `resource` (or of discovery first, when its URL is not known yet).
-    fn fetch_step(&mut self, store: &mut dyn SharedStore, resource: Resource, client: Option<&ClientCredentials>, now_ms: u64) -> Step {
+    fn fetch_step(
+        &mut self,
+        store: &mut dyn SharedStore,
+        resource: Resource,
+        client: Option<&ClientCredentials>,
+        now_ms: u64,
+    ) -> Step {
         let Some(url) = self.url_for(store, &resource) else {
             if resource == Resource::Discovery {
                 return Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
@@ -345,18 +393,26 @@ impl Gate {
         let lock = self.lock_ms();
         let key = self.shared_key(&resource);
         let claim = match &resource {
-            Resource::Discovery => store::update(store, &key, |r: &mut Fetched<Endpoints>| r.claim(now_ms, lock)),
-            Resource::Jwks => store::update(store, &key, |r: &mut Fetched<String>| r.claim(now_ms, lock)),
+            Resource::Discovery => store::update(store, &key, |r: &mut Fetched<Endpoints>| {
+                r.claim(now_ms, lock)
+            }),
+            Resource::Jwks => {
+                store::update(store, &key, |r: &mut Fetched<String>| r.claim(now_ms, lock))
+            }
             Resource::Token(k) => {
                 let id = entry_id(k);
-                store::update(store, &key, |b: &mut Bucket| with_entry(b, &id, now_ms, |e| e.claim(now_ms, lock)))
+                store::update(store, &key, |b: &mut Bucket| {
+                    with_entry(b, &id, now_ms, |e| e.claim(now_ms, lock))
+                })
             }
         };
         match claim {
             Some(Claim::Acquired) => {
                 let callout = match (&resource, client) {
                     (Resource::Token(_), Some(c)) => Callout::token(&self.config, &url, c),
-                    (Resource::Token(_), None) => return Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 }),
+                    (Resource::Token(_), None) => {
+                        return Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 })
+                    }
                     _ => Callout::get(&self.config, &url),
                 };
                 Step::Fetch(Fetch { resource, callout })
@@ -383,7 +439,8 @@ impl Gate {
             return Some(url.clone());
         }
         if self.endpoints.is_none() {
-            let record: Fetched<Endpoints> = store::read(store, &self.shared_key(&Resource::Discovery));
+            let record: Fetched<Endpoints> =
+                store::read(store, &self.shared_key(&Resource::Discovery));
             self.endpoints = record.value;
         }
         let endpoints = self.endpoints.as_ref()?;
@@ -396,7 +453,14 @@ impl Gate {
 
     /// Applies the IdP's answer to a [`Step::Fetch`]. `status` is `None` when the callout
     /// failed or timed out.
-    pub fn on_answer(&mut self, store: &mut dyn SharedStore, resource: &Resource, status: Option<u32>, body: &[u8], now_ms: u64) -> Applied {
+    pub fn on_answer(
+        &mut self,
+        store: &mut dyn SharedStore,
+        resource: &Resource,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Applied {
         let key = self.shared_key(resource);
         if body.len() > idp::MAX_RESPONSE_BYTES {
             self.fail(store, resource, now_ms);
@@ -406,7 +470,9 @@ impl Gate {
             Resource::Discovery => match idp::parse_discovery(&self.config.issuer, status, body) {
                 Ok(endpoints) => {
                     let stored = endpoints.clone();
-                    store::update(store, &key, |r: &mut Fetched<Endpoints>| r.succeed(stored.clone(), now_ms));
+                    store::update(store, &key, |r: &mut Fetched<Endpoints>| {
+                        r.succeed(stored.clone(), now_ms)
+                    });
                     self.endpoints = Some(endpoints);
                     Applied::Stored
                 }
@@ -418,7 +484,11 @@ impl Gate {
             Resource::Jwks => {
                 let parsed = idp::check_jwks_response(status)
                     .and_then(|()| KeySet::parse(body).map_err(str::to_string))
-                    .and_then(|set| String::from_utf8(body.to_vec()).map(|doc| (set, doc)).map_err(|_| "not UTF-8".to_string()));
+                    .and_then(|set| {
+                        String::from_utf8(body.to_vec())
+                            .map(|doc| (set, doc))
+                            .map_err(|_| "not UTF-8".to_string())
+                    });
                 match parsed {
                     Ok((set, doc)) => {
                         let version = store::update(store, &key, |r: &mut Fetched<String>| {
@@ -438,14 +508,28 @@ impl Gate {
             Resource::Token(k) => {
                 let id = entry_id(k);
                 let (value, applied) = match idp::parse_token_response(status, body) {
-                    TokenAnswer::Issued { access_token, expires_in_s } => {
+                    TokenAnswer::Issued {
+                        access_token,
+                        expires_in_s,
+                    } => {
                         let exp_ms = token_expiry_ms(&access_token, expires_in_s, now_ms);
                         let lifetime = exp_ms.saturating_sub(now_ms);
-                        let refresh_at_ms = exp_ms.saturating_sub((lifetime / 4).max(3 * EXPIRY_MARGIN_MS)).max(now_ms);
-                        (TokenValue::Issued { token: access_token, exp_ms, refresh_at_ms }, Applied::Stored)
+                        let refresh_at_ms = exp_ms
+                            .saturating_sub((lifetime / 4).max(3 * EXPIRY_MARGIN_MS))
+                            .max(now_ms);
+                        (
+                            TokenValue::Issued {
+                                token: access_token,
+                                exp_ms,
+                                refresh_at_ms,
+                            },
+                            Applied::Stored,
+                        )
                     }
                     TokenAnswer::Rejected { error } => (
-                        TokenValue::Rejected { until_ms: now_ms.saturating_add(self.config.neg_ttl_ms) },
+                        TokenValue::Rejected {
+                            until_ms: now_ms.saturating_add(self.config.neg_ttl_ms),
+                        },
                         Applied::Rejected(error),
                     ),
                     TokenAnswer::Unavailable(why) => {
@@ -455,7 +539,9 @@ impl Gate {
                 };
                 // A refreshed token replaces the local copy of every VM on its next miss.
                 self.tokens.remove(k);
-                store::update(store, &key, |b: &mut Bucket| with_entry(b, &id, now_ms, |e| e.succeed(value.clone(), now_ms)));
+                store::update(store, &key, |b: &mut Bucket| {
+                    with_entry(b, &id, now_ms, |e| e.succeed(value.clone(), now_ms))
+                });
                 applied
             }
         }
@@ -472,14 +558,22 @@ impl Gate {
     }
 
     /// Runs `f` on the fetch state of `resource`, whatever its value type.
-    fn with_state(&mut self, store: &mut dyn SharedStore, resource: &Resource, now_ms: u64, f: impl Fn(&mut dyn FetchState)) {
+    fn with_state(
+        &mut self,
+        store: &mut dyn SharedStore,
+        resource: &Resource,
+        now_ms: u64,
+        f: impl Fn(&mut dyn FetchState),
+    ) {
         let key = self.shared_key(resource);
         match resource {
             Resource::Discovery => store::update(store, &key, |r: &mut Fetched<Endpoints>| f(r)),
             Resource::Jwks => store::update(store, &key, |r: &mut Fetched<String>| f(r)),
             Resource::Token(k) => {
                 let id = entry_id(k);
-                store::update(store, &key, |b: &mut Bucket| with_entry(b, &id, now_ms, |e| f(e)))
+                store::update(store, &key, |b: &mut Bucket| {
+                    with_entry(b, &id, now_ms, |e| f(e))
+                })
             }
         };
     }
@@ -489,7 +583,8 @@ impl Gate {
     pub fn background(&mut self, store: &mut dyn SharedStore, now_ms: u64) -> Vec<Fetch> {
         let mut out = Vec::new();
         let record: Fetched<String> = store::read(store, &self.shared_key(&Resource::Jwks));
-        let due = record.value.is_none() || now_ms.saturating_sub(record.fetched_ms.max(record.attempt_ms)) >= JWKS_MAX_AGE_MS;
+        let due = record.value.is_none()
+            || now_ms.saturating_sub(record.fetched_ms.max(record.attempt_ms)) >= JWKS_MAX_AGE_MS;
         if due && !record.is_busy(now_ms) && record.retry_at_ms <= now_ms {
             if let Step::Fetch(f) = self.fetch_step(store, Resource::Jwks, None, now_ms) {
                 out.push(f);
@@ -502,7 +597,9 @@ impl Gate {
                 _ => false,
             };
             if still_due {
-                if let Step::Fetch(f) = self.fetch_step(store, Resource::Token(key), Some(&client), now_ms) {
+                if let Step::Fetch(f) =
+                    self.fetch_step(store, Resource::Token(key), Some(&client), now_ms)
+                {
                     out.push(f);
                 }
             }
@@ -513,7 +610,12 @@ impl Gate {
     fn read_entry(&self, store: &dyn SharedStore, key: &Key) -> Fetched<TokenValue> {
         let id = entry_id(key);
         let bucket: Bucket = store::read(store, &self.shared_key(&Resource::Token(*key)));
-        bucket.entries.into_iter().find(|e| e.id == id).map(|e| e.state).unwrap_or_default()
+        bucket
+            .entries
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| e.state)
+            .unwrap_or_default()
     }
 
     fn shared_key(&self, resource: &Resource) -> String {
@@ -557,7 +659,12 @@ fn entry_id(key: &Key) -> String {
 
 /// Runs `f` on the entry for `id`, created if needed. A full bucket gives up the entry that
 /// matters least: one not being fetched, least recently fetched or tried.
-fn with_entry<R>(bucket: &mut Bucket, id: &str, now_ms: u64, f: impl FnOnce(&mut Fetched<TokenValue>) -> R) -> R {
+fn with_entry<R>(
+    bucket: &mut Bucket,
+    id: &str,
+    now_ms: u64,
+    f: impl FnOnce(&mut Fetched<TokenValue>) -> R,
+) -> R {
     let mut entry = match bucket.entries.iter().position(|e| e.id == id) {
         Some(p) => bucket.entries.swap_remove(p),
         None => {
@@ -566,13 +673,21 @@ fn with_entry<R>(bucket: &mut Bucket, id: &str, now_ms: u64, f: impl FnOnce(&mut
                     .entries
                     .iter()
                     .enumerate()
-                    .min_by_key(|(_, e)| (e.state.is_busy(now_ms), e.state.fetched_ms.max(e.state.attempt_ms)))
+                    .min_by_key(|(_, e)| {
+                        (
+                            e.state.is_busy(now_ms),
+                            e.state.fetched_ms.max(e.state.attempt_ms),
+                        )
+                    })
                     .map(|(i, _)| i);
                 if let Some(v) = victim {
                     bucket.entries.swap_remove(v);
                 }
             }
-            BucketEntry { id: id.to_string(), state: Fetched::default() }
+            BucketEntry {
+                id: id.to_string(),
+                state: Fetched::default(),
+            }
         }
     };
     let result = f(&mut entry.state);

@@ -17,7 +17,9 @@ fn rsa(n: u8) -> RS256KeyPair {
         1 => include_str!("../tests/fixtures/rsa-1.pem"),
         _ => include_str!("../tests/fixtures/rsa-2.pem"),
     };
-    RS256KeyPair::from_pem(pem).unwrap().with_key_id(&format!("rsa-{n}"))
+    RS256KeyPair::from_pem(pem)
+        .unwrap()
+        .with_key_id(&format!("rsa-{n}"))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -67,7 +69,15 @@ struct Idp {
 
 impl Idp {
     fn new() -> Idp {
-        Idp { keys: vec![1], token_status: 200, token_key: 1, token_ttl_s: 3600, up: true, calls: vec![], secrets: vec![("svc".into(), "good".into())] }
+        Idp {
+            keys: vec![1],
+            token_status: 200,
+            token_key: 1,
+            token_ttl_s: 3600,
+            up: true,
+            calls: vec![],
+            secrets: vec![("svc".into(), "good".into())],
+        }
     }
 
     fn answer(&mut self, fetch: &Fetch, now_ms: u64) -> (Option<u32>, Vec<u8>) {
@@ -112,7 +122,10 @@ fn gate(extra: &str) -> Gate {
 }
 
 fn client(id: &str, secret: &str) -> Credential {
-    Credential::Client(ClientCredentials { id: id.into(), secret: Secret::new(secret) })
+    Credential::Client(ClientCredentials {
+        id: id.into(),
+        secret: Secret::new(secret),
+    })
 }
 
 /// Runs a request to completion the way the adapter does: fetch, answer, ask again.
@@ -131,7 +144,10 @@ fn run(gate: &mut Gate, store: &mut MemStore, idp: &mut Idp, cred: &Credential, 
 
 fn header<'a>(step: &'a Step, name: &str) -> Option<&'a str> {
     match step {
-        Step::Allow(h) => h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()),
+        Step::Allow(h) => h
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str()),
         _ => None,
     }
 }
@@ -147,13 +163,25 @@ fn setup() -> (Gate, MemStore, Idp) {
 fn bearer_allowed_after_discovery_and_jwks_with_claim_headers() {
     let (mut g, mut store, mut idp) = setup();
     let t = token(1, json!({}));
-    let step = run(&mut g, &mut store, &mut idp, &Credential::Bearer(t.clone()), T0);
-    assert_eq!(header(&step, "authorization"), Some(format!("Bearer {t}").as_str()));
+    let step = run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(t.clone()),
+        T0,
+    );
+    assert_eq!(
+        header(&step, "authorization"),
+        Some(format!("Bearer {t}").as_str())
+    );
     assert_eq!(header(&step, "Issuer_Header"), Some(ISSUER));
     assert_eq!(header(&step, "X-Scopes"), Some("WyJyZWFkIl0="));
     assert_eq!(idp.calls, vec!["discovery", "jwks"]);
     // Verified once; the second time is a cache hit and the IdP hears nothing.
-    assert_eq!(run(&mut g, &mut store, &mut idp, &Credential::Bearer(t), T0 + 1), step);
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &Credential::Bearer(t), T0 + 1),
+        step
+    );
     assert_eq!(idp.calls.len(), 2);
 }
 
@@ -161,8 +189,20 @@ fn bearer_allowed_after_discovery_and_jwks_with_claim_headers() {
 fn a_second_worker_uses_the_shared_key_set() {
     let (mut a, mut store, mut idp) = setup();
     let mut b = gate("");
-    run(&mut a, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
-    let step = run(&mut b, &mut store, &mut idp, &Credential::Bearer(token(1, json!({"jti":"x"}))), T0);
+    run(
+        &mut a,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
+    let step = run(
+        &mut b,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({"jti":"x"}))),
+        T0,
+    );
     assert!(matches!(step, Step::Allow(_)));
     assert_eq!(idp.calls, vec!["discovery", "jwks"]);
 }
@@ -173,12 +213,29 @@ fn concurrent_first_requests_cause_one_fetch() {
     let mut b = gate("");
     let cred = client("svc", "good");
     // Discovery and JWKS in place first, so the race is on the token.
-    run(&mut a, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
-    let Step::Fetch(fetch) = a.authenticate(&mut store, &cred, T0, T0) else { panic!("a fetches") };
-    assert_eq!(b.authenticate(&mut store, &cred, T0, T0), Step::Wait(fetch.resource.clone()));
-    assert_eq!(a.authenticate(&mut store, &cred, T0, T0), Step::Wait(fetch.resource.clone()));
+    run(
+        &mut a,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
+    let Step::Fetch(fetch) = a.authenticate(&mut store, &cred, T0, T0) else {
+        panic!("a fetches")
+    };
+    assert_eq!(
+        b.authenticate(&mut store, &cred, T0, T0),
+        Step::Wait(fetch.resource.clone())
+    );
+    assert_eq!(
+        a.authenticate(&mut store, &cred, T0, T0),
+        Step::Wait(fetch.resource.clone())
+    );
     let (status, body) = idp.answer(&fetch, T0);
-    assert_eq!(a.on_answer(&mut store, &fetch.resource, status, &body, T0), Applied::Stored);
+    assert_eq!(
+        a.on_answer(&mut store, &fetch.resource, status, &body, T0),
+        Applied::Stored
+    );
     // The waiter on the other worker finds the token on its next look.
     let step = b.authenticate(&mut store, &cred, T0, T0 + 5);
     assert!(header(&step, "authorization").is_some_and(|v| v.starts_with("Bearer ey")));
@@ -193,20 +250,56 @@ fn time_checks_use_leeway_exactly() {
     let cases = [
         (json!({"exp": now_s - 1}), deny(TokenProblem::Expired)),
         (json!({"nbf": now_s + 1}), deny(TokenProblem::NotYetValid)),
-        (json!({"iat": now_s + 1}), deny(TokenProblem::IssuedInFuture)),
+        (
+            json!({"iat": now_s + 1}),
+            deny(TokenProblem::IssuedInFuture),
+        ),
         (json!({"exp": null}), deny(TokenProblem::MissingExpiry)),
     ];
     for (claims, want) in cases {
-        assert_eq!(run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, claims.clone())), T0), want, "{claims}");
+        assert_eq!(
+            run(
+                &mut g,
+                &mut store,
+                &mut idp,
+                &Credential::Bearer(token(1, claims.clone())),
+                T0
+            ),
+            want,
+            "{claims}"
+        );
     }
     let mut lenient = gate(r#","leeway":5"#);
-    for claims in [json!({"exp": now_s - 5}), json!({"nbf": now_s + 5}), json!({"iat": now_s + 5})] {
-        let step = run(&mut lenient, &mut store, &mut idp, &Credential::Bearer(token(1, claims.clone())), T0);
+    for claims in [
+        json!({"exp": now_s - 5}),
+        json!({"nbf": now_s + 5}),
+        json!({"iat": now_s + 5}),
+    ] {
+        let step = run(
+            &mut lenient,
+            &mut store,
+            &mut idp,
+            &Credential::Bearer(token(1, claims.clone())),
+            T0,
+        );
         assert!(matches!(step, Step::Allow(_)), "{claims}: {step:?}");
     }
-    for claims in [json!({"exp": now_s - 6}), json!({"nbf": now_s + 6}), json!({"iat": now_s + 6})] {
-        let step = run(&mut lenient, &mut store, &mut idp, &Credential::Bearer(token(1, claims.clone())), T0);
-        assert!(matches!(step, Step::Deny(Denial::InvalidToken(_))), "{claims}: {step:?}");
+    for claims in [
+        json!({"exp": now_s - 6}),
+        json!({"nbf": now_s + 6}),
+        json!({"iat": now_s + 6}),
+    ] {
+        let step = run(
+            &mut lenient,
+            &mut store,
+            &mut idp,
+            &Credential::Bearer(token(1, claims.clone())),
+            T0,
+        );
+        assert!(
+            matches!(step, Step::Deny(Denial::InvalidToken(_))),
+            "{claims}: {step:?}"
+        );
     }
 }
 
@@ -214,22 +307,50 @@ fn time_checks_use_leeway_exactly() {
 fn a_cached_allow_ends_when_the_token_expires() {
     let (mut g, mut store, mut idp) = setup();
     let t = Credential::Bearer(token(1, json!({"exp": T0 / 1000 + 60})));
-    assert!(matches!(run(&mut g, &mut store, &mut idp, &t, T0), Step::Allow(_)));
-    assert_eq!(run(&mut g, &mut store, &mut idp, &t, T0 + 61_000), Step::Deny(Denial::InvalidToken(TokenProblem::Expired)));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &t, T0),
+        Step::Allow(_)
+    ));
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &t, T0 + 61_000),
+        Step::Deny(Denial::InvalidToken(TokenProblem::Expired))
+    );
 }
 
 #[test]
 fn issuer_audience_client_and_scope() {
-    let mut g = gate(r#","audience_required":["api://default"],"client_id":["svc"],"scopes_required":["read"]"#);
+    let mut g = gate(
+        r#","audience_required":["api://default"],"client_id":["svc"],"scopes_required":["read"]"#,
+    );
     let mut store = MemStore::default();
     g.init_shared(&mut store);
     let mut idp = Idp::new();
-    let mut check = |claims: Value| run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, claims)), T0);
+    let mut check = |claims: Value| {
+        run(
+            &mut g,
+            &mut store,
+            &mut idp,
+            &Credential::Bearer(token(1, claims)),
+            T0,
+        )
+    };
     assert!(matches!(check(json!({})), Step::Allow(_)));
-    assert_eq!(check(json!({"iss":"http://evil"})), Step::Deny(Denial::InvalidToken(TokenProblem::WrongIssuer)));
-    assert_eq!(check(json!({"aud":"api://other"})), Step::Deny(Denial::InvalidToken(TokenProblem::WrongAudience)));
-    assert_eq!(check(json!({"cid":"intruder"})), Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed)));
-    assert_eq!(check(json!({"scp":["write"]})), Step::Deny(Denial::InsufficientScope));
+    assert_eq!(
+        check(json!({"iss":"http://evil"})),
+        Step::Deny(Denial::InvalidToken(TokenProblem::WrongIssuer))
+    );
+    assert_eq!(
+        check(json!({"aud":"api://other"})),
+        Step::Deny(Denial::InvalidToken(TokenProblem::WrongAudience))
+    );
+    assert_eq!(
+        check(json!({"cid":"intruder"})),
+        Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed))
+    );
+    assert_eq!(
+        check(json!({"scp":["write"]})),
+        Step::Deny(Denial::InsufficientScope)
+    );
 }
 
 #[test]
@@ -237,25 +358,55 @@ fn forged_and_odd_tokens_are_rejected() {
     let (mut g, mut store, mut idp) = setup();
     let good = token(1, json!({}));
     let mut parts: Vec<&str> = good.split('.').collect();
-    let claims_b64 = b64(br#"{"iss":"http://127.0.0.1:9000/oauth2/default","exp":9999999999,"scp":["admin"]}"#);
+    let claims_b64 =
+        b64(br#"{"iss":"http://127.0.0.1:9000/oauth2/default","exp":9999999999,"scp":["admin"]}"#);
     parts[1] = &claims_b64;
     let tampered = parts.join(".");
     let header_none = b64(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = good.split('.').nth(1).unwrap();
     let cases = [
         (tampered, TokenProblem::BadSignature),
-        (format!("{header_none}.{payload}."), TokenProblem::DisallowedAlgorithm),
-        (format!("{}.{payload}.", b64(br#"{"alg":"NONE"}"#)), TokenProblem::DisallowedAlgorithm),
-        (format!("{}.{payload}.c2ln", b64(br#"{"alg":"HS256","kid":"rsa-1"}"#)), TokenProblem::DisallowedAlgorithm),
-        (format!("{}.{payload}.c2ln", b64(br#"{"alg":"ES256","kid":"rsa-1"}"#)), TokenProblem::DisallowedAlgorithm),
+        (
+            format!("{header_none}.{payload}."),
+            TokenProblem::DisallowedAlgorithm,
+        ),
+        (
+            format!("{}.{payload}.", b64(br#"{"alg":"NONE"}"#)),
+            TokenProblem::DisallowedAlgorithm,
+        ),
+        (
+            format!(
+                "{}.{payload}.c2ln",
+                b64(br#"{"alg":"HS256","kid":"rsa-1"}"#)
+            ),
+            TokenProblem::DisallowedAlgorithm,
+        ),
+        (
+            format!(
+                "{}.{payload}.c2ln",
+                b64(br#"{"alg":"ES256","kid":"rsa-1"}"#)
+            ),
+            TokenProblem::DisallowedAlgorithm,
+        ),
         ("not-a-jwt".to_string(), TokenProblem::Malformed),
         ("a.b.c".to_string(), TokenProblem::Malformed),
         (format!("{good}."), TokenProblem::Malformed),
         ("x".repeat(MAX_TOKEN_BYTES + 1), TokenProblem::TooLarge),
     ];
     for (t, want) in cases {
-        let step = run(&mut g, &mut store, &mut idp, &Credential::Bearer(t.clone()), T0);
-        assert_eq!(step, Step::Deny(Denial::InvalidToken(want)), "{}", &t[..t.len().min(80)]);
+        let step = run(
+            &mut g,
+            &mut store,
+            &mut idp,
+            &Credential::Bearer(t.clone()),
+            T0,
+        );
+        assert_eq!(
+            step,
+            Step::Deny(Denial::InvalidToken(want)),
+            "{}",
+            &t[..t.len().min(80)]
+        );
     }
     // None of those was cached: memory does not grow with bad tokens.
     assert_eq!(g.cached_decisions(), 0);
@@ -264,22 +415,43 @@ fn forged_and_odd_tokens_are_rejected() {
 #[test]
 fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
     let (mut g, mut store, mut idp) = setup();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
     assert_eq!(idp.count("jwks"), 1);
     // rsa-2 is not published: within 30 s of the last fetch, no refetch at all.
     let rotated = Credential::Bearer(token(2, json!({})));
-    assert_eq!(run(&mut g, &mut store, &mut idp, &rotated, T0 + 1000), Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)));
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &rotated, T0 + 1000),
+        Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
+    );
     assert_eq!(idp.count("jwks"), 1);
     // After it, one refetch; still unknown → denied, and no second refetch.
-    assert_eq!(run(&mut g, &mut store, &mut idp, &rotated, T0 + 30_000), Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)));
-    assert_eq!(run(&mut g, &mut store, &mut idp, &rotated, T0 + 31_000), Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)));
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &rotated, T0 + 30_000),
+        Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
+    );
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &rotated, T0 + 31_000),
+        Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
+    );
     assert_eq!(idp.count("jwks"), 2);
     // The IdP rotates: the next allowed refetch picks the new key up, for every worker.
     idp.keys = vec![2, 1];
     let step = run(&mut g, &mut store, &mut idp, &rotated, T0 + 61_000);
     assert!(matches!(step, Step::Allow(_)), "{step:?}");
     let mut other = gate("");
-    let step = run(&mut other, &mut store, &mut idp, &Credential::Bearer(token(2, json!({"jti":"o"}))), T0 + 61_000);
+    let step = run(
+        &mut other,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(2, json!({"jti":"o"}))),
+        T0 + 61_000,
+    );
     assert!(matches!(step, Step::Allow(_)));
     assert_eq!(idp.count("jwks"), 3);
 }
@@ -294,18 +466,39 @@ fn client_credentials_exchange_cache_and_wrong_secret() {
     assert_eq!(header(&step, "Issuer_Header"), Some(ISSUER));
     assert_eq!(idp.count("token"), 1);
     // Cached: same token, no IdP call, on this worker and on another.
-    assert_eq!(header(&run(&mut g, &mut store, &mut idp, &good, T0 + 1000), "authorization"), Some(bearer.as_str()));
+    assert_eq!(
+        header(
+            &run(&mut g, &mut store, &mut idp, &good, T0 + 1000),
+            "authorization"
+        ),
+        Some(bearer.as_str())
+    );
     let mut other = gate("");
-    assert_eq!(header(&run(&mut other, &mut store, &mut idp, &good, T0 + 1000), "authorization"), Some(bearer.as_str()));
+    assert_eq!(
+        header(
+            &run(&mut other, &mut store, &mut idp, &good, T0 + 1000),
+            "authorization"
+        ),
+        Some(bearer.as_str())
+    );
     assert_eq!(idp.count("token"), 1);
     // A wrong secret right after is never answered from the cache.
     let wrong = client("svc", "bad");
-    assert_eq!(run(&mut g, &mut store, &mut idp, &wrong, T0 + 2000), Step::Deny(Denial::InvalidClient));
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &wrong, T0 + 2000),
+        Step::Deny(Denial::InvalidClient)
+    );
     assert_eq!(idp.count("token"), 2);
     // Negative cache: no IdP call for `cache_ttl_neg` (10 s), then asked again.
-    assert_eq!(run(&mut other, &mut store, &mut idp, &wrong, T0 + 11_999), Step::Deny(Denial::InvalidClient));
+    assert_eq!(
+        run(&mut other, &mut store, &mut idp, &wrong, T0 + 11_999),
+        Step::Deny(Denial::InvalidClient)
+    );
     assert_eq!(idp.count("token"), 2);
-    assert_eq!(run(&mut g, &mut store, &mut idp, &wrong, T0 + 12_000), Step::Deny(Denial::InvalidClient));
+    assert_eq!(
+        run(&mut g, &mut store, &mut idp, &wrong, T0 + 12_000),
+        Step::Deny(Denial::InvalidClient)
+    );
     assert_eq!(idp.count("token"), 3);
 }
 
@@ -313,9 +506,22 @@ fn client_credentials_exchange_cache_and_wrong_secret() {
 fn token_request_carries_the_callers_credentials_not_others() {
     let (mut g, mut store, _) = setup();
     let mut idp = Idp::new();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
-    let Step::Fetch(f) = g.authenticate(&mut store, &client("a:b", "c d"), T0, T0) else { panic!() };
-    let auth = f.callout.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
+    let Step::Fetch(f) = g.authenticate(&mut store, &client("a:b", "c d"), T0, T0) else {
+        panic!()
+    };
+    let auth = f
+        .callout
+        .headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .map(|(_, v)| v.as_str());
     assert_eq!(auth, Some(basic_header("a:b", "c d").as_str()));
     assert_eq!(f.callout.upstream, "127.0.0.1:9000");
 }
@@ -324,29 +530,59 @@ fn token_request_carries_the_callers_credentials_not_others() {
 fn idp_down_before_any_token_is_503_but_cached_credentials_pass() {
     let (mut g, mut store, mut idp) = setup();
     let good = client("svc", "good");
-    assert!(matches!(run(&mut g, &mut store, &mut idp, &good, T0), Step::Allow(_)));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &good, T0),
+        Step::Allow(_)
+    ));
     idp.up = false;
     idp.secrets.push(("new".into(), "s".into()));
-    assert!(matches!(run(&mut g, &mut store, &mut idp, &good, T0 + 1000), Step::Allow(_)));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &good, T0 + 1000),
+        Step::Allow(_)
+    ));
     let step = run(&mut g, &mut store, &mut idp, &client("new", "s"), T0 + 1000);
-    assert_eq!(step, Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 }));
+    assert_eq!(
+        step,
+        Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 })
+    );
     // Backing off: no new call within the backoff.
     let calls = idp.calls.len();
-    assert!(matches!(run(&mut g, &mut store, &mut idp, &client("new", "s"), T0 + 1500), Step::Deny(Denial::IdpUnavailable { .. })));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &client("new", "s"), T0 + 1500),
+        Step::Deny(Denial::IdpUnavailable { .. })
+    ));
     assert_eq!(idp.calls.len(), calls);
     // Back up: recovers by itself.
     idp.up = true;
-    assert!(matches!(run(&mut g, &mut store, &mut idp, &client("new", "s"), T0 + 3000), Step::Allow(_)));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &client("new", "s"), T0 + 3000),
+        Step::Allow(_)
+    ));
 }
 
 #[test]
 fn idp_5xx_and_garbage_are_503_never_401() {
-    for (status, body) in [(Some(500), &b"oops"[..]), (Some(200), b"<html>"), (None, b"")] {
+    for (status, body) in [
+        (Some(500), &b"oops"[..]),
+        (Some(200), b"<html>"),
+        (None, b""),
+    ] {
         let (mut g, mut store, _) = setup();
-        let Step::Fetch(f) = g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0) else { panic!() };
-        assert!(matches!(g.on_answer(&mut store, &f.resource, status, body, T0), Applied::Failed(_)));
+        let Step::Fetch(f) =
+            g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0)
+        else {
+            panic!()
+        };
+        assert!(matches!(
+            g.on_answer(&mut store, &f.resource, status, body, T0),
+            Applied::Failed(_)
+        ));
         let step = g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0);
-        assert_eq!(step.clone(), Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 }), "{status:?}");
+        assert_eq!(
+            step.clone(),
+            Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 }),
+            "{status:?}"
+        );
     }
 }
 
@@ -372,24 +608,44 @@ fn startup_with_the_idp_down_recovers_in_the_background() {
         }
         now += 1000;
     }
-    let step = g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), now, now);
+    let step = g.authenticate(
+        &mut store,
+        &Credential::Bearer(token(1, json!({}))),
+        now,
+        now,
+    );
     assert!(matches!(step, Step::Allow(_)), "{step:?}");
 }
 
 #[test]
 fn stale_keys_keep_serving_while_a_refresh_fails() {
     let (mut g, mut store, mut idp) = setup();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
     idp.up = false;
     let later = T0 + JWKS_MAX_AGE_MS;
     let fetches = g.background(&mut store, later);
     assert_eq!(fetches.len(), 1);
     for f in fetches {
         let (s, b) = idp.answer(&f, later);
-        assert!(matches!(g.on_answer(&mut store, &f.resource, s, &b, later), Applied::Failed(_)));
+        assert!(matches!(
+            g.on_answer(&mut store, &f.resource, s, &b, later),
+            Applied::Failed(_)
+        ));
     }
     let mut fresh_worker = gate("");
-    let step = run(&mut fresh_worker, &mut store, &mut idp, &Credential::Bearer(token(1, json!({"jti":"n"}))), later);
+    let step = run(
+        &mut fresh_worker,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({"jti":"n"}))),
+        later,
+    );
     assert!(matches!(step, Step::Allow(_)));
 }
 
@@ -398,11 +654,20 @@ fn tokens_are_refreshed_ahead_of_expiry_without_making_requests_wait() {
     let (mut g, mut store, mut idp) = setup();
     idp.token_ttl_s = 400;
     let good = client("svc", "good");
-    let first = header(&run(&mut g, &mut store, &mut idp, &good, T0), "authorization").unwrap().to_string();
+    let first = header(
+        &run(&mut g, &mut store, &mut idp, &good, T0),
+        "authorization",
+    )
+    .unwrap()
+    .to_string();
     // Refresh window: the last quarter of the lifetime (100 s).
     let later = T0 + 301_000;
     let step = g.authenticate(&mut store, &good, later, later);
-    assert_eq!(header(&step, "authorization"), Some(first.as_str()), "served from cache");
+    assert_eq!(
+        header(&step, "authorization"),
+        Some(first.as_str()),
+        "served from cache"
+    );
     let fetches = g.background(&mut store, later);
     assert_eq!(fetches.len(), 1);
     for f in fetches {
@@ -427,32 +692,66 @@ fn without_token_caching_each_request_exchanges_but_waiters_share_a_fetch() {
     run(&mut g, &mut store, &mut idp, &good, T0);
     run(&mut g, &mut store, &mut idp, &good, T0 + 1);
     assert_eq!(idp.count("token"), 2);
-    let Step::Fetch(f) = g.authenticate(&mut store, &good, T0 + 2, T0 + 2) else { panic!() };
-    assert_eq!(g.authenticate(&mut store, &good, T0 + 2, T0 + 2), Step::Wait(f.resource.clone()));
+    let Step::Fetch(f) = g.authenticate(&mut store, &good, T0 + 2, T0 + 2) else {
+        panic!()
+    };
+    assert_eq!(
+        g.authenticate(&mut store, &good, T0 + 2, T0 + 2),
+        Step::Wait(f.resource.clone())
+    );
     let (s, b) = idp.answer(&f, T0 + 3);
     g.on_answer(&mut store, &f.resource, s, &b, T0 + 3);
-    assert!(matches!(g.authenticate(&mut store, &good, T0 + 2, T0 + 3), Step::Allow(_)));
+    assert!(matches!(
+        g.authenticate(&mut store, &good, T0 + 2, T0 + 3),
+        Step::Allow(_)
+    ));
     assert_eq!(idp.count("token"), 3);
 }
 
 #[test]
 fn abandoned_fetch_lets_the_next_request_fetch() {
     let (mut g, mut store, mut idp) = setup();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
     let good = client("svc", "good");
-    let Step::Fetch(f) = g.authenticate(&mut store, &good, T0, T0) else { panic!() };
+    let Step::Fetch(f) = g.authenticate(&mut store, &good, T0, T0) else {
+        panic!()
+    };
     g.abandon(&mut store, &f.resource, T0);
-    assert!(matches!(g.authenticate(&mut store, &good, T0, T0), Step::Fetch(_)));
+    assert!(matches!(
+        g.authenticate(&mut store, &good, T0, T0),
+        Step::Fetch(_)
+    ));
 }
 
 #[test]
 fn a_stalled_fetcher_is_taken_over_after_timeout() {
     let (mut g, mut store, mut idp) = setup();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
     let good = client("svc", "good");
-    assert!(matches!(g.authenticate(&mut store, &good, T0, T0), Step::Fetch(_)));
-    assert!(matches!(g.authenticate(&mut store, &good, T0, T0 + 10_999), Step::Wait(_)));
-    assert!(matches!(g.authenticate(&mut store, &good, T0, T0 + 11_001), Step::Fetch(_)));
+    assert!(matches!(
+        g.authenticate(&mut store, &good, T0, T0),
+        Step::Fetch(_)
+    ));
+    assert!(matches!(
+        g.authenticate(&mut store, &good, T0, T0 + 10_999),
+        Step::Wait(_)
+    ));
+    assert!(matches!(
+        g.authenticate(&mut store, &good, T0, T0 + 11_001),
+        Step::Fetch(_)
+    ));
 }
 
 #[test]
@@ -462,22 +761,48 @@ fn disallowed_client_id_is_refused_without_asking_the_idp() {
     g.init_shared(&mut store);
     let mut idp = Idp::new();
     let step = run(&mut g, &mut store, &mut idp, &client("other", "x"), T0);
-    assert_eq!(step, Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed)));
+    assert_eq!(
+        step,
+        Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed))
+    );
     assert!(idp.calls.is_empty());
 }
 
 #[test]
 fn shared_token_memory_is_bounded_by_buckets() {
     let (mut g, mut store, mut idp) = setup();
-    run(&mut g, &mut store, &mut idp, &Credential::Bearer(token(1, json!({}))), T0);
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
     for i in 0..3000 {
-        run(&mut g, &mut store, &mut idp, &client(&format!("c{i}"), "x"), T0 + i);
+        run(
+            &mut g,
+            &mut store,
+            &mut idp,
+            &client(&format!("c{i}"), "x"),
+            T0 + i,
+        );
     }
-    let total: usize = (0..BUCKETS).map(|i| store.get(&g.bucket_key_at(i)).map(|(v, _)| v.len()).unwrap_or(0)).sum();
+    let total: usize = (0..BUCKETS)
+        .map(|i| {
+            store
+                .get(&g.bucket_key_at(i))
+                .map(|(v, _)| v.len())
+                .unwrap_or(0)
+        })
+        .sum();
     // A rejected entry is ~200 bytes of JSON; 2048 of them at most.
     assert!(total < BUCKETS * BUCKET_ENTRIES * 300, "{total}");
     let max_entries = (0..BUCKETS)
-        .map(|i| store::read::<Bucket>(&store, &g.bucket_key_at(i)).entries.len())
+        .map(|i| {
+            store::read::<Bucket>(&store, &g.bucket_key_at(i))
+                .entries
+                .len()
+        })
         .max();
     assert_eq!(max_entries, Some(BUCKET_ENTRIES));
 }
@@ -485,5 +810,13 @@ fn shared_token_memory_is_bounded_by_buckets() {
 #[test]
 fn strip_list_covers_credentials_and_every_written_header() {
     let g = gate(r#","upstream_access_token_header":"x-access-token""#);
-    assert_eq!(g.strip_headers(), ["authorization", "issuer_header", "x-scopes", "x-access-token"]);
+    assert_eq!(
+        g.strip_headers(),
+        [
+            "authorization",
+            "issuer_header",
+            "x-scopes",
+            "x-access-token"
+        ]
+    );
 }

@@ -30,7 +30,10 @@ impl Callout {
                 (":method".into(), "GET".into()),
                 (":path".into(), url.path.clone()),
                 (":authority".into(), url.authority.clone()),
-                (":scheme".into(), if url.https { "https" } else { "http" }.into()),
+                (
+                    ":scheme".into(),
+                    if url.https { "https" } else { "http" }.into(),
+                ),
                 ("accept".into(), "application/json".into()),
             ],
             body: None,
@@ -49,13 +52,15 @@ impl Callout {
         if let Some(method) = callout.headers.get_mut(0) {
             method.1 = "POST".into();
         }
-        callout
-            .headers
-            .push(("content-type".into(), "application/x-www-form-urlencoded".into()));
+        callout.headers.push((
+            "content-type".into(),
+            "application/x-www-form-urlencoded".into(),
+        ));
         match config.token_endpoint_auth {
-            TokenEndpointAuth::ClientSecretBasic => callout
-                .headers
-                .push(("authorization".into(), basic_header(&client.id, client.secret.expose()))),
+            TokenEndpointAuth::ClientSecretBasic => callout.headers.push((
+                "authorization".into(),
+                basic_header(&client.id, client.secret.expose()),
+            )),
             TokenEndpointAuth::ClientSecretPost => {
                 form.append_pair("client_id", &client.id);
                 form.append_pair("client_secret", client.secret.expose());
@@ -82,10 +87,14 @@ struct DiscoveryDoc {
 
 /// Reads a discovery document. Its `issuer` must be ours (OIDC Discovery §4.3): a document
 /// for another issuer would make us trust another issuer's keys.
-pub fn parse_discovery(issuer: &str, status: Option<u32>, body: &[u8]) -> Result<Endpoints, String> {
+pub fn parse_discovery(
+    issuer: &str,
+    status: Option<u32>,
+    body: &[u8],
+) -> Result<Endpoints, String> {
     ok_status(status)?;
-    let doc: DiscoveryDoc =
-        serde_json::from_slice(body).map_err(|_| "discovery document is not valid JSON".to_string())?;
+    let doc: DiscoveryDoc = serde_json::from_slice(body)
+        .map_err(|_| "discovery document is not valid JSON".to_string())?;
     if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
         return Err("discovery document is for another issuer".into());
     }
@@ -93,13 +102,19 @@ pub fn parse_discovery(issuer: &str, status: Option<u32>, body: &[u8]) -> Result
     if let Some(t) = &doc.token_endpoint {
         HttpUrl::parse(t).map_err(|e| format!("token_endpoint {e}"))?;
     }
-    Ok(Endpoints { token_endpoint: doc.token_endpoint, jwks_uri: doc.jwks_uri })
+    Ok(Endpoints {
+        token_endpoint: doc.token_endpoint,
+        jwks_uri: doc.jwks_uri,
+    })
 }
 
 /// What the token endpoint said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenAnswer {
-    Issued { access_token: String, expires_in_s: Option<u64> },
+    Issued {
+        access_token: String,
+        expires_in_s: Option<u64>,
+    },
     /// 400/401: the client's credentials (or its request) were refused.
     Rejected { error: String },
     /// Anything else: the IdP is not able to answer now.
@@ -120,8 +135,14 @@ struct ErrorBody {
 pub fn parse_token_response(status: Option<u32>, body: &[u8]) -> TokenAnswer {
     match status {
         Some(200) => match serde_json::from_slice::<TokenBody>(body) {
-            Ok(t) if !t.access_token.is_empty() && t.access_token.len() <= crate::verify::MAX_TOKEN_BYTES => {
-                TokenAnswer::Issued { access_token: t.access_token, expires_in_s: t.expires_in }
+            Ok(t)
+                if !t.access_token.is_empty()
+                    && t.access_token.len() <= crate::verify::MAX_TOKEN_BYTES =>
+            {
+                TokenAnswer::Issued {
+                    access_token: t.access_token,
+                    expires_in_s: t.expires_in,
+                }
             }
             _ => TokenAnswer::Unavailable("token response without a usable access_token".into()),
         },
@@ -155,7 +176,9 @@ pub fn check_jwks_response(status: Option<u32>) -> Result<(), String> {
 /// token the filter verifies before every use anyway.
 pub fn unverified_exp(token: &str) -> Option<u64> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("exp")?.as_u64()
 }
@@ -166,15 +189,24 @@ mod tests {
     use crate::credentials::Secret;
 
     fn config(extra: &str) -> Config {
-        Config::parse(format!(r#"{{"issuer":"https://idp.example.com/oauth2/default"{extra}}}"#).as_bytes()).unwrap()
+        Config::parse(
+            format!(r#"{{"issuer":"https://idp.example.com/oauth2/default"{extra}}}"#).as_bytes(),
+        )
+        .unwrap()
     }
 
     fn client() -> ClientCredentials {
-        ClientCredentials { id: "svc one".into(), secret: Secret::new("p@ss:w+rd") }
+        ClientCredentials {
+            id: "svc one".into(),
+            secret: Secret::new("p@ss:w+rd"),
+        }
     }
 
     fn header<'a>(c: &'a Callout, name: &str) -> Option<&'a str> {
-        c.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        c.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -187,21 +219,30 @@ mod tests {
         assert_eq!(header(&call, ":path"), Some("/oauth2/default/v1/token"));
         assert_eq!(header(&call, ":authority"), Some("idp.example.com"));
         // base64("svc+one:p%40ss%3Aw%2Brd")
-        assert_eq!(header(&call, "authorization"), Some("Basic c3ZjK29uZTpwJTQwc3MlM0F3JTJCcmQ="));
-        assert_eq!(call.body.as_deref(), Some(&b"grant_type=client_credentials&scope=read+write"[..]));
+        assert_eq!(
+            header(&call, "authorization"),
+            Some("Basic c3ZjK29uZTpwJTQwc3MlM0F3JTJCcmQ=")
+        );
+        assert_eq!(
+            call.body.as_deref(),
+            Some(&b"grant_type=client_credentials&scope=read+write"[..])
+        );
         assert_eq!(call.timeout_ms, 10_000);
     }
 
     #[test]
     fn token_request_with_post_auth() {
-        let c = config(r#","token_endpoint_auth_method":"client_secret_post","idp_cluster":"okta""#);
+        let c =
+            config(r#","token_endpoint_auth_method":"client_secret_post","idp_cluster":"okta""#);
         let url = HttpUrl::parse("https://idp.example.com/t").unwrap();
         let call = Callout::token(&c, &url, &client());
         assert_eq!(call.upstream, "okta");
         assert_eq!(header(&call, "authorization"), None);
         assert_eq!(
             call.body.as_deref(),
-            Some(&b"grant_type=client_credentials&client_id=svc+one&client_secret=p%40ss%3Aw%2Brd"[..])
+            Some(
+                &b"grant_type=client_credentials&client_id=svc+one&client_secret=p%40ss%3Aw%2Brd"[..]
+            )
         );
     }
 
@@ -215,25 +256,52 @@ mod tests {
         assert!(parse_discovery(iss, None, doc).is_err());
         assert!(parse_discovery(iss, Some(200), b"<html>").is_err());
         assert!(parse_discovery("https://other", Some(200), doc).is_err());
-        assert!(parse_discovery(iss, Some(200), br#"{"issuer":"https://idp.example.com/oauth2/default","jwks_uri":"file:///etc"}"#).is_err());
+        assert!(parse_discovery(
+            iss,
+            Some(200),
+            br#"{"issuer":"https://idp.example.com/oauth2/default","jwks_uri":"file:///etc"}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn token_responses() {
         assert_eq!(
-            parse_token_response(Some(200), br#"{"access_token":"a.b.c","expires_in":3600,"token_type":"Bearer"}"#),
-            TokenAnswer::Issued { access_token: "a.b.c".into(), expires_in_s: Some(3600) }
+            parse_token_response(
+                Some(200),
+                br#"{"access_token":"a.b.c","expires_in":3600,"token_type":"Bearer"}"#
+            ),
+            TokenAnswer::Issued {
+                access_token: "a.b.c".into(),
+                expires_in_s: Some(3600)
+            }
         );
         assert_eq!(
             parse_token_response(Some(401), br#"{"error":"invalid_client"}"#),
-            TokenAnswer::Rejected { error: "invalid_client".into() }
+            TokenAnswer::Rejected {
+                error: "invalid_client".into()
+            }
         );
         assert_eq!(
             parse_token_response(Some(400), b"garbage"),
-            TokenAnswer::Rejected { error: "invalid_client".into() }
+            TokenAnswer::Rejected {
+                error: "invalid_client".into()
+            }
         );
-        for (status, body) in [(Some(200), &b"{}"[..]), (Some(200), b"garbage"), (Some(503), b""), (None, b""), (Some(200), br#"{"access_token":""}"#)] {
-            assert!(matches!(parse_token_response(status, body), TokenAnswer::Unavailable(_)), "{status:?}");
+        for (status, body) in [
+            (Some(200), &b"{}"[..]),
+            (Some(200), b"garbage"),
+            (Some(503), b""),
+            (None, b""),
+            (Some(200), br#"{"access_token":""}"#),
+        ] {
+            assert!(
+                matches!(
+                    parse_token_response(status, body),
+                    TokenAnswer::Unavailable(_)
+                ),
+                "{status:?}"
+            );
         }
     }
 

@@ -22,7 +22,14 @@ pub enum Alg {
     EdDSA,
 }
 
-const RSA_ALGS: [Alg; 6] = [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512];
+const RSA_ALGS: [Alg; 6] = [
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+];
 
 impl Alg {
     /// Exact, case-sensitive names (RFC 7518): `None`, `NONE`, `HS256` are not algorithms here.
@@ -162,15 +169,24 @@ impl KeySet {
             None => None,
         };
         let b64 = |s: &Option<String>| {
-            s.as_deref()
-                .and_then(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim_end_matches('=')).ok())
+            s.as_deref().and_then(|v| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(v.trim_end_matches('='))
+                    .ok()
+            })
         };
         let mut push = |alg: Alg, key: AlgKey| {
-            self.entries.push(Entry { kid: raw.kid.clone(), alg, key });
+            self.entries.push(Entry {
+                kid: raw.kid.clone(),
+                alg,
+                key,
+            });
         };
         match (raw.kty.as_str(), raw.crv.as_deref()) {
             ("RSA", _) => {
-                let (Some(n), Some(e)) = (b64(&raw.n), b64(&raw.e)) else { return };
+                let (Some(n), Some(e)) = (b64(&raw.n), b64(&raw.e)) else {
+                    return;
+                };
                 let algs: &[Alg] = match declared {
                     Some(a) if RSA_ALGS.contains(&a) => &[a][..],
                     Some(_) => return,
@@ -183,7 +199,9 @@ impl KeySet {
                 }
             }
             ("EC", Some(crv)) => {
-                let (Some(x), Some(y)) = (b64(&raw.x), b64(&raw.y)) else { return };
+                let (Some(x), Some(y)) = (b64(&raw.x), b64(&raw.y)) else {
+                    return;
+                };
                 let mut point = Vec::with_capacity(1 + x.len() + y.len());
                 point.push(0x04);
                 point.extend_from_slice(&x);

@@ -66,7 +66,9 @@ pub enum Denial {
     InvalidClient,
     InsufficientScope,
     /// No usable token or key set, and the IdP cannot be asked right now.
-    IdpUnavailable { retry_after_s: u64 },
+    IdpUnavailable {
+        retry_after_s: u64,
+    },
 }
 
 impl Denial {
@@ -156,7 +158,11 @@ mod tests {
                 401,
                 "Bearer realm=\"idp.example.com\", error=\"invalid_token\"",
             ),
-            (Denial::InvalidClient, 401, "Bearer realm=\"idp.example.com\", error=\"invalid_client\""),
+            (
+                Denial::InvalidClient,
+                401,
+                "Bearer realm=\"idp.example.com\", error=\"invalid_client\"",
+            ),
             (
                 Denial::InsufficientScope,
                 403,
@@ -165,13 +171,19 @@ mod tests {
         ];
         for (denial, status, www) in cases {
             assert_eq!(denial.status(), status);
-            assert_eq!(denial.headers(realm), vec![("www-authenticate", www.to_string())]);
+            assert_eq!(
+                denial.headers(realm),
+                vec![("www-authenticate", www.to_string())]
+            );
             let body: serde_json::Value = serde_json::from_str(&denial.body()).unwrap();
             assert!(body["error"].is_string() && body["error_description"].is_string());
         }
         let unavailable = Denial::IdpUnavailable { retry_after_s: 0 };
         assert_eq!(unavailable.status(), 503);
-        assert_eq!(unavailable.headers(realm), vec![("retry-after", "1".to_string())]);
+        assert_eq!(
+            unavailable.headers(realm),
+            vec![("retry-after", "1".to_string())]
+        );
         assert!(unavailable.body().contains("temporarily_unavailable"));
     }
 }

@@ -41,7 +41,11 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
 
     if !config.scopes_required.is_empty() {
         let granted = scopes(claims);
-        if !config.scopes_required.iter().all(|s| granted.contains(&s.as_str())) {
+        if !config
+            .scopes_required
+            .iter()
+            .all(|s| granted.contains(&s.as_str()))
+        {
             return Err(Denial::InsufficientScope);
         }
     }
@@ -82,8 +86,15 @@ mod tests {
     fn issuer_must_be_allowed() {
         let c = config("");
         assert_eq!(authorize(&c, &claims(json!({"iss":"https://idp"}))), Ok(()));
-        for bad in [json!({}), json!({"iss":"https://other"}), json!({"iss":["https://idp"]})] {
-            assert_eq!(authorize(&c, &claims(bad)), Err(Denial::InvalidToken(TokenProblem::WrongIssuer)));
+        for bad in [
+            json!({}),
+            json!({"iss":"https://other"}),
+            json!({"iss":["https://idp"]}),
+        ] {
+            assert_eq!(
+                authorize(&c, &claims(bad)),
+                Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
+            );
         }
         let c = config(r#","issuers_allowed":["https://a","https://b"]"#);
         assert_eq!(authorize(&c, &claims(json!({"iss":"https://b"}))), Ok(()));
@@ -96,8 +107,17 @@ mod tests {
         let ok = |aud: Value| authorize(&c, &claims(json!({"iss":"https://idp","aud":aud})));
         assert_eq!(ok(json!("api://default")), Ok(()));
         assert_eq!(ok(json!(["x", "other"])), Ok(()));
-        for bad in [json!("x"), json!([]), json!({"api://default":1}), json!(null), json!(["x"])] {
-            assert_eq!(ok(bad), Err(Denial::InvalidToken(TokenProblem::WrongAudience)));
+        for bad in [
+            json!("x"),
+            json!([]),
+            json!({"api://default":1}),
+            json!(null),
+            json!(["x"]),
+        ] {
+            assert_eq!(
+                ok(bad),
+                Err(Denial::InvalidToken(TokenProblem::WrongAudience))
+            );
         }
     }
 
@@ -105,8 +125,14 @@ mod tests {
     fn client_allow_list_uses_first_present_claim() {
         let c = config(r#","client_id":["svc-a"]"#);
         let check = |v: Value| authorize(&c, &claims(v));
-        assert_eq!(check(json!({"iss":"https://idp","cid":"svc-a","sub":"x"})), Ok(()));
-        assert_eq!(check(json!({"iss":"https://idp","client_id":"svc-a","cid":"x"})), Ok(()));
+        assert_eq!(
+            check(json!({"iss":"https://idp","cid":"svc-a","sub":"x"})),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"iss":"https://idp","client_id":"svc-a","cid":"x"})),
+            Ok(())
+        );
         assert_eq!(check(json!({"iss":"https://idp","sub":"svc-a"})), Ok(()));
         // `client_id` wins over `cid`: a token cannot pick the claim that suits it.
         assert_eq!(
@@ -120,11 +146,26 @@ mod tests {
     fn scopes_from_scope_or_scp() {
         let c = config(r#","scopes_required":["read","write"]"#);
         let check = |v: Value| authorize(&c, &claims(v));
-        assert_eq!(check(json!({"iss":"https://idp","scope":"write  read"})), Ok(()));
-        assert_eq!(check(json!({"iss":"https://idp","scp":["read","write","x"]})), Ok(()));
-        assert_eq!(check(json!({"iss":"https://idp","scp":["read"]})), Err(Denial::InsufficientScope));
-        assert_eq!(check(json!({"iss":"https://idp","scope":"readwrite"})), Err(Denial::InsufficientScope));
+        assert_eq!(
+            check(json!({"iss":"https://idp","scope":"write  read"})),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"iss":"https://idp","scp":["read","write","x"]})),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"iss":"https://idp","scp":["read"]})),
+            Err(Denial::InsufficientScope)
+        );
+        assert_eq!(
+            check(json!({"iss":"https://idp","scope":"readwrite"})),
+            Err(Denial::InsufficientScope)
+        );
         // A bad issuer is reported as such even when scopes are missing too.
-        assert_eq!(check(json!({"iss":"x"})), Err(Denial::InvalidToken(TokenProblem::WrongIssuer)));
+        assert_eq!(
+            check(json!({"iss":"x"})),
+            Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
+        );
     }
 }

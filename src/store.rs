@@ -31,7 +31,11 @@ pub fn read<T: DeserializeOwned + Default>(store: &dyn SharedStore, key: &str) -
 
 /// Read-modify-write with CAS. `f` may run several times; the result of the run whose write
 /// landed is returned, or `None` when the store kept refusing.
-pub fn update<T, R>(store: &mut dyn SharedStore, key: &str, mut f: impl FnMut(&mut T) -> R) -> Option<R>
+pub fn update<T, R>(
+    store: &mut dyn SharedStore,
+    key: &str,
+    mut f: impl FnMut(&mut T) -> R,
+) -> Option<R>
 where
     T: Serialize + DeserializeOwned + Default,
 {
@@ -116,7 +120,9 @@ impl<T> Fetched<T> {
             return Claim::Busy;
         }
         if self.retry_at_ms > now_ms {
-            return Claim::BackingOff { retry_at_ms: self.retry_at_ms };
+            return Claim::BackingOff {
+                retry_at_ms: self.retry_at_ms,
+            };
         }
         self.attempt_ms = now_ms;
         self.busy_until_ms = now_ms.saturating_add(lock_ms);
@@ -164,7 +170,8 @@ impl SharedStore for MemStore {
             }
         }
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        self.map.insert(key.to_string(), (value.to_vec(), self.next_cas));
+        self.map
+            .insert(key.to_string(), (value.to_vec(), self.next_cas));
         true
     }
 }
@@ -196,7 +203,10 @@ mod tests {
         assert_eq!(r.retry_at_ms, 3006);
         assert_eq!(r.claim(3006, 10), Claim::Acquired);
         r.succeed(7, 3010);
-        assert_eq!((r.value, r.version, r.failures, r.retry_at_ms), (Some(7), 1, 0, 0));
+        assert_eq!(
+            (r.value, r.version, r.failures, r.retry_at_ms),
+            (Some(7), 1, 0, 0)
+        );
         assert_eq!(backoff_ms(100), 30_000);
     }
 

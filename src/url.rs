@@ -59,9 +59,14 @@ fn split_port(authority: &str) -> Result<(&str, Option<u16>), String> {
     // An IPv6 literal carries colons of its own: `[::1]:8080`.
     let port_sep = if authority.starts_with('[') {
         let close = authority.find(']').ok_or("unclosed IPv6 literal")?;
-        authority.get(close + 1..).and_then(|r| r.strip_prefix(':')).map(|p| (close + 1, p))
+        authority
+            .get(close + 1..)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|p| (close + 1, p))
     } else {
-        authority.rfind(':').map(|i| (i, authority.get(i + 1..).unwrap_or("")))
+        authority
+            .rfind(':')
+            .map(|i| (i, authority.get(i + 1..).unwrap_or("")))
     };
     match port_sep {
         Some((i, port)) => {
@@ -85,18 +90,38 @@ mod tests {
         assert_eq!(u.path, "/oauth2/default/v1/token");
 
         let u = HttpUrl::parse("http://127.0.0.1:9000").unwrap();
-        assert_eq!((u.authority.as_str(), u.host_port.as_str(), u.path.as_str()), ("127.0.0.1:9000", "127.0.0.1:9000", "/"));
+        assert_eq!(
+            (u.authority.as_str(), u.host_port.as_str(), u.path.as_str()),
+            ("127.0.0.1:9000", "127.0.0.1:9000", "/")
+        );
 
         let u = HttpUrl::parse("http://[::1]:81/x?y=1").unwrap();
-        assert_eq!((u.host_port.as_str(), u.path.as_str()), ("[::1]:81", "/x?y=1"));
+        assert_eq!(
+            (u.host_port.as_str(), u.path.as_str()),
+            ("[::1]:81", "/x?y=1")
+        );
         assert_eq!(HttpUrl::parse("http://h?q").unwrap().path, "/?q");
-        assert_eq!(HttpUrl::parse("http://[::1]/").unwrap().host_port, "[::1]:80");
+        assert_eq!(
+            HttpUrl::parse("http://[::1]/").unwrap().host_port,
+            "[::1]:80"
+        );
     }
 
     #[test]
     fn rejects_what_is_not_an_http_url() {
-        for bad in ["", "idp", "ftp://h", "http://", "http://:80", "http://h:x", "http://h:99999",
-                    "http://u@h", "http://h/#f", "http://h /", "http://[::1"] {
+        for bad in [
+            "",
+            "idp",
+            "ftp://h",
+            "http://",
+            "http://:80",
+            "http://h:x",
+            "http://h:99999",
+            "http://u@h",
+            "http://h/#f",
+            "http://h /",
+            "http://[::1",
+        ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
     }

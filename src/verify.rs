@@ -23,7 +23,12 @@ pub struct Verified {
 }
 
 /// Verifies `token` against `keys` at `now_s`, allowing exactly `leeway_s` of clock skew.
-pub fn verify(token: &str, keys: &KeySet, now_s: u64, leeway_s: u64) -> Result<Verified, TokenProblem> {
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    now_s: u64,
+    leeway_s: u64,
+) -> Result<Verified, TokenProblem> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenProblem::TooLarge);
     }
@@ -58,9 +63,13 @@ fn finish(token: &str) -> Result<Verified, TokenProblem> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .map_err(|_| TokenProblem::Malformed)?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| TokenProblem::Malformed)?;
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| TokenProblem::Malformed)?;
     // Without an expiry nothing bounds the token's life or our cache: refuse it.
-    let exp_s = claims.get("exp").and_then(Value::as_u64).ok_or(TokenProblem::MissingExpiry)?;
+    let exp_s = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(TokenProblem::MissingExpiry)?;
     Ok(Verified { claims, exp_s })
 }
 

@@ -54,7 +54,9 @@ pub fn set_request_header(name: &str, value: &str) {
 }
 
 pub fn request_body(size: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+        .ok()
+        .flatten()
 }
 
 pub fn replace_request_body(old_size: usize, body: &[u8]) -> bool {

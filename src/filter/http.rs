@@ -24,8 +24,16 @@ pub struct Request {
 
 impl Request {
     pub fn new(context_id: u32, worker: Option<Shared>) -> Request {
-        let gone = worker.as_ref().and_then(|w| w.try_borrow().ok().map(|w| w.graveyard()));
-        Request { context_id, worker, gone, started_ms: 0, awaiting_body: false }
+        let gone = worker
+            .as_ref()
+            .and_then(|w| w.try_borrow().ok().map(|w| w.graveyard()));
+        Request {
+            context_id,
+            worker,
+            gone,
+            started_ms: 0,
+            awaiting_body: false,
+        }
     }
 
     /// Extracts and strips the credential, then decides. Called once the credential can be
@@ -52,7 +60,9 @@ impl Request {
             host::set_request_header(":path", p);
         }
         if let (Some(new_body), Some(old_size)) = (&extracted.new_body, body_size) {
-            if host::replace_request_body(old_size, new_body) && host::request_header("content-length").is_some() {
+            if host::replace_request_body(old_size, new_body)
+                && host::request_header("content-length").is_some()
+            {
                 host::set_request_header("content-length", &new_body.len().to_string());
             }
         }
@@ -71,7 +81,12 @@ impl Request {
     fn decide(&mut self, worker: &Shared, credential: &Credential, realm: &str) -> Action {
         // A failed dispatch records a failure, so the second round answers 503.
         for _ in 0..2 {
-            let next = worker.borrow_mut().decide(self.context_id, credential, self.started_ms, host::now_ms());
+            let next = worker.borrow_mut().decide(
+                self.context_id,
+                credential,
+                self.started_ms,
+                host::now_ms(),
+            );
             match next {
                 Next::Now(verdict) => {
                     apply(&verdict, realm, false);
@@ -83,23 +98,41 @@ impl Request {
                 Next::Parked(None) => return Action::Pause,
                 Next::Parked(Some(fetch)) => match host::dispatch(&fetch.callout) {
                     Ok(token) => {
-                        worker.borrow_mut().track(token, fetch.resource, self.context_id);
+                        worker
+                            .borrow_mut()
+                            .track(token, fetch.resource, self.context_id);
                         return Action::Pause;
                     }
-                    Err(_) => worker.borrow_mut().dispatch_failed(&fetch.resource, host::now_ms()),
+                    Err(_) => worker
+                        .borrow_mut()
+                        .dispatch_failed(&fetch.resource, host::now_ms()),
                 },
             }
         }
-        apply(&Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 }), realm, false);
+        apply(
+            &Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 }),
+            realm,
+            false,
+        );
         Action::Pause
     }
 }
 
 impl Context for Request {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some(worker) = self.worker.clone() else { return };
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
         let (status, body) = host::callout_response(body_size);
-        worker.borrow_mut().answer(token, status, &body, host::now_ms());
+        worker
+            .borrow_mut()
+            .answer(token, status, &body, host::now_ms());
         // Wakes this request and every other one parked in this VM.
         pump(&worker, self.context_id, Vec::new());
     }
@@ -114,7 +147,10 @@ impl HttpContext for Request {
         self.started_ms = host::now_ms();
         let wants_body = {
             let ct = host::request_header("content-type");
-            let view = RequestView { content_type: ct.as_deref(), ..RequestView::default() };
+            let view = RequestView {
+                content_type: ct.as_deref(),
+                ..RequestView::default()
+            };
             credentials::needs_body(worker.borrow().gate.config(), &view)
         };
         if wants_body && !end_of_stream {

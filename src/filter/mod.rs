@@ -36,10 +36,18 @@ struct Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         if let Some(worker) = &self.worker {
             let (status, body) = host::callout_response(body_size);
-            worker.borrow_mut().answer(token, status, &body, host::now_ms());
+            worker
+                .borrow_mut()
+                .answer(token, status, &body, host::now_ms());
             pump(worker, self.context_id, Vec::new());
         }
     }
@@ -71,7 +79,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(http::Request::new(context_id, self.worker.clone())))
+        Some(Box::new(http::Request::new(
+            context_id,
+            self.worker.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -53,7 +53,12 @@ pub enum Next {
 
 impl Worker {
     pub fn new(gate: Gate) -> Worker {
-        Worker { gate, parked: BTreeMap::new(), in_flight: HashMap::new(), gone: Rc::default() }
+        Worker {
+            gate,
+            parked: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            gone: Rc::default(),
+        }
     }
 
     pub fn graveyard(&self) -> Rc<RefCell<Vec<u32>>> {
@@ -61,9 +66,17 @@ impl Worker {
     }
 
     /// Asks the gate about the request of `context`; parks it unless decided now.
-    pub fn decide(&mut self, context: u32, credential: &Credential, started_ms: u64, now_ms: u64) -> Next {
+    pub fn decide(
+        &mut self,
+        context: u32,
+        credential: &Credential,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Next {
         self.bury();
-        let step = self.gate.authenticate(&mut HostStore, credential, started_ms, now_ms);
+        let step = self
+            .gate
+            .authenticate(&mut HostStore, credential, started_ms, now_ms);
         match step {
             Step::Allow(headers) => {
                 self.parked.remove(&context);
@@ -76,9 +89,11 @@ impl Worker {
             }
             Step::Wait(_) | Step::Fetch(_) => {
                 let deadline_ms = started_ms.saturating_add(self.gate.config().timeout_ms);
-                self.parked
-                    .entry(context)
-                    .or_insert_with(|| Parked { credential: credential.clone(), started_ms, deadline_ms });
+                self.parked.entry(context).or_insert_with(|| Parked {
+                    credential: credential.clone(),
+                    started_ms,
+                    deadline_ms,
+                });
                 Next::Parked(match step {
                     Step::Fetch(f) => Some(f),
                     _ => None,
@@ -93,18 +108,28 @@ impl Worker {
 
     /// The dispatch itself failed (unknown cluster, host refused): same as no answer.
     pub fn dispatch_failed(&mut self, resource: &Resource, now_ms: u64) {
-        warn!("oidcgate: could not send the {} request to the IdP (check idp_cluster)", resource.name());
-        self.gate.on_answer(&mut HostStore, resource, None, b"", now_ms);
+        warn!(
+            "oidcgate: could not send the {} request to the IdP (check idp_cluster)",
+            resource.name()
+        );
+        self.gate
+            .on_answer(&mut HostStore, resource, None, b"", now_ms);
     }
 
     /// Applies the answer to callout `token`. Returns false if it was not ours.
     pub fn answer(&mut self, token: u32, status: Option<u32>, body: &[u8], now_ms: u64) -> bool {
-        let Some(flight) = self.in_flight.remove(&token) else { return false };
-        let applied = self.gate.on_answer(&mut HostStore, &flight.resource, status, body, now_ms);
+        let Some(flight) = self.in_flight.remove(&token) else {
+            return false;
+        };
+        let applied = self
+            .gate
+            .on_answer(&mut HostStore, &flight.resource, status, body, now_ms);
         let what = flight.resource.name();
         match applied {
             Applied::Stored => info!("oidcgate: {what} fetched from the IdP"),
-            Applied::Rejected(error) => info!("oidcgate: token endpoint refused the client: {error}"),
+            Applied::Rejected(error) => {
+                info!("oidcgate: token endpoint refused the client: {error}")
+            }
             Applied::Failed(why) => warn!("oidcgate: {what} fetch failed: {why}"),
         }
         true
@@ -118,7 +143,9 @@ impl Worker {
         let mut fetches = Vec::new();
         let contexts: Vec<u32> = self.parked.keys().copied().collect();
         for context in contexts {
-            let Some(p) = self.parked.get(&context) else { continue };
+            let Some(p) = self.parked.get(&context) else {
+                continue;
+            };
             if now_ms >= p.deadline_ms {
                 let denial = Denial::IdpUnavailable { retry_after_s: 1 };
                 log_denial(context, &p.credential, &denial);
@@ -154,8 +181,12 @@ impl Worker {
         let now = host::now_ms();
         for context in gone {
             self.parked.remove(&context);
-            let orphaned: Vec<u32> =
-                self.in_flight.iter().filter(|(_, f)| f.owner == context).map(|(t, _)| *t).collect();
+            let orphaned: Vec<u32> = self
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.owner == context)
+                .map(|(t, _)| *t)
+                .collect();
             for token in orphaned {
                 if let Some(f) = self.in_flight.remove(&token) {
                     self.gate.abandon(&mut HostStore, &f.resource, now);
@@ -171,7 +202,11 @@ fn log_denial(context: u32, credential: &Credential, denial: &Denial) {
         Credential::Client(c) => format!("client_id={}", c.id.escape_debug()),
         Credential::Bearer(t) => format!("token={}", log_tag(t)),
     };
-    info!("oidcgate: denied {} status={} {who} ctx={context}", denial, denial.status());
+    info!(
+        "oidcgate: denied {} status={} {who} ctx={context}",
+        denial,
+        denial.status()
+    );
 }
 
 /// Sends `fetches` from the current context, then re-asks about parked requests and applies
