@@ -119,8 +119,18 @@ struct LocalToken {
     refresh_at_ms: u64,
 }
 
+/// Cache effectiveness, for operators' metrics. Monotonic; the host reports deltas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub decision_hits: u64,
+    pub decision_misses: u64,
+    pub token_hits: u64,
+    pub token_misses: u64,
+}
+
 pub struct Gate {
     config: Config,
+    counters: Counters,
     strip: Vec<String>,
     keys: Option<KeySet>,
     keys_version: u64,
@@ -149,6 +159,7 @@ impl Gate {
         let shared_prefix = format!("oidcgate/{}", config.fingerprint);
         Gate {
             config,
+            counters: Counters::default(),
             strip,
             keys: None,
             keys_version: 0,
@@ -162,6 +173,10 @@ impl Gate {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// How many token outcomes this VM holds (a gauge for operators).
@@ -205,8 +220,10 @@ impl Gate {
         }
         let key = key_of(&[b"token", token.as_bytes()]);
         if let Some(decision) = self.decisions.get(&key, now_ms) {
+            self.counters.decision_hits += 1;
             return to_step(decision.clone());
         }
+        self.counters.decision_misses += 1;
         if let Err(step) = self.sync_keys(store, now_ms) {
             return step;
         }
@@ -271,12 +288,14 @@ impl Gate {
         if cache {
             if let Some(local) = self.tokens.get(&key, now_ms) {
                 if now_ms < local.refresh_at_ms {
+                    self.counters.token_hits += 1;
                     let token = local.token.clone();
                     return self.check_token(store, &token, now_ms);
                 }
                 // Due for refresh: another worker may have refreshed it already.
             }
         }
+        self.counters.token_misses += 1;
         let entry = self.read_entry(store, &key);
         // Without caching, only a token fetched for (or while) this request may serve it.
         let fresh_enough = cache || entry.fetched_ms >= started_ms;

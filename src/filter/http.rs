@@ -71,6 +71,7 @@ impl Request {
         let credential = match extracted.credential {
             Ok(c) => c,
             Err(denial) => {
+                worker.borrow_mut().denied(self.context_id, None, &denial);
                 apply(&Verdict::Deny(denial), &realm, false);
                 return Action::Pause;
             }

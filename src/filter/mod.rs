@@ -3,6 +3,7 @@
 
 mod host;
 mod http;
+mod metrics;
 mod worker;
 
 use std::cell::RefCell;
@@ -26,13 +27,14 @@ proxy_wasm::main! {{
     // Also installs a panic hook that logs at critical level before the VM aborts.
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(Root { context_id, worker: None })
+        Box::new(Root { context_id, worker: None, metrics: None })
     });
 }}
 
 struct Root {
     context_id: u32,
     worker: Option<Shared>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Context for Root {
@@ -59,15 +61,16 @@ impl RootContext for Root {
         let config = match Config::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {
-                error!("oidcgate: {e}");
+                error!("{e}");
                 return false;
             }
         };
-        info!("oidcgate: configured for issuer {}", config.issuer);
+        info!("configured for issuer {}", config.issuer);
         let gate = Gate::new(config);
         // Never waits on the IdP: the first tick starts discovery in the background.
         gate.init_shared(&mut HostStore);
         self.worker = Some(Rc::new(RefCell::new(Worker::new(gate))));
+        self.metrics = Some(metrics::Metrics::define());
         self.set_tick_period(TICK);
         true
     }
@@ -76,6 +79,11 @@ impl RootContext for Root {
         let Some(worker) = &self.worker else { return };
         let fetches = worker.borrow_mut().background(host::now_ms());
         pump(worker, self.context_id, fetches);
+        if let Some(m) = &mut self.metrics {
+            let mut w = worker.borrow_mut();
+            let counters = w.gate.counters();
+            m.flush(&mut w.tally, counters);
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

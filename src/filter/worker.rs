@@ -11,6 +11,7 @@ use std::rc::Rc;
 use log::{info, warn};
 
 use super::host::{self, HostStore};
+use super::metrics::Tally;
 use crate::cache::log_tag;
 use crate::credentials::Credential;
 use crate::gate::{Applied, Fetch, Gate, Resource, Step};
@@ -28,6 +29,7 @@ struct InFlight {
     resource: Resource,
     /// The context the host delivers the answer to; if it goes away, so does the answer.
     owner: u32,
+    sent_ms: u64,
 }
 
 /// What to do to one request.
@@ -42,6 +44,7 @@ pub struct Worker {
     in_flight: HashMap<u32, InFlight>,
     /// Contexts deleted while the worker was borrowed; cleaned up on the next borrow.
     gone: Rc<RefCell<Vec<u32>>>,
+    pub tally: Tally,
 }
 
 /// The outcome of asking the gate about a request.
@@ -58,6 +61,7 @@ impl Worker {
             parked: BTreeMap::new(),
             in_flight: HashMap::new(),
             gone: Rc::default(),
+            tally: Tally::default(),
         }
     }
 
@@ -80,20 +84,25 @@ impl Worker {
         match step {
             Step::Allow(headers) => {
                 self.parked.remove(&context);
+                self.tally.bump("oidcgate.allowed");
                 Next::Now(Verdict::Allow(headers))
             }
             Step::Deny(denial) => {
                 self.parked.remove(&context);
-                log_denial(context, credential, &denial);
+                self.denied(context, Some(credential), &denial);
                 Next::Now(Verdict::Deny(denial))
             }
             Step::Wait(_) | Step::Fetch(_) => {
-                let deadline_ms = started_ms.saturating_add(self.gate.config().timeout_ms);
-                self.parked.entry(context).or_insert_with(|| Parked {
-                    credential: credential.clone(),
-                    started_ms,
-                    deadline_ms,
-                });
+                if !self.parked.contains_key(&context) {
+                    let deadline_ms = started_ms.saturating_add(self.gate.config().timeout_ms);
+                    self.tally.bump("oidcgate.parked");
+                    let parked = Parked {
+                        credential: credential.clone(),
+                        started_ms,
+                        deadline_ms,
+                    };
+                    self.parked.insert(context, parked);
+                }
                 Next::Parked(match step {
                     Step::Fetch(f) => Some(f),
                     _ => None,
@@ -103,15 +112,35 @@ impl Worker {
     }
 
     pub fn track(&mut self, token: u32, resource: Resource, owner: u32) {
-        self.in_flight.insert(token, InFlight { resource, owner });
+        self.in_flight.insert(
+            token,
+            InFlight {
+                resource,
+                owner,
+                sent_ms: host::now_ms(),
+            },
+        );
+    }
+
+    /// Counts and logs a denial.
+    pub fn denied(&mut self, context: u32, credential: Option<&Credential>, denial: &Denial) {
+        self.tally.bump(match denial {
+            Denial::Missing => "oidcgate.denied.missing",
+            Denial::InvalidToken(_) => "oidcgate.denied.invalid_token",
+            Denial::InvalidClient => "oidcgate.denied.invalid_client",
+            Denial::InsufficientScope => "oidcgate.denied.insufficient_scope",
+            Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
+        });
+        log_denial(context, credential, denial);
     }
 
     /// The dispatch itself failed (unknown cluster, host refused): same as no answer.
     pub fn dispatch_failed(&mut self, resource: &Resource, now_ms: u64) {
         warn!(
-            "oidcgate: could not send the {} request to the IdP (check idp_cluster)",
+            "could not send the {} request to the IdP (check idp_cluster)",
             resource.name()
         );
+        self.tally.bump(failed_metric(resource));
         self.gate
             .on_answer(&mut HostStore, resource, None, b"", now_ms);
     }
@@ -124,13 +153,25 @@ impl Worker {
         let applied = self
             .gate
             .on_answer(&mut HostStore, &flight.resource, status, body, now_ms);
+        self.tally.latency(now_ms.saturating_sub(flight.sent_ms));
         let what = flight.resource.name();
         match applied {
-            Applied::Stored => info!("oidcgate: {what} fetched from the IdP"),
-            Applied::Rejected(error) => {
-                info!("oidcgate: token endpoint refused the client: {error}")
+            Applied::Stored => {
+                self.tally.bump(match flight.resource {
+                    Resource::Discovery => "oidcgate.idp.discovery.ok",
+                    Resource::Jwks => "oidcgate.idp.jwks.ok",
+                    Resource::Token(_) => "oidcgate.idp.token.ok",
+                });
+                info!("{what} fetched from the IdP");
             }
-            Applied::Failed(why) => warn!("oidcgate: {what} fetch failed: {why}"),
+            Applied::Rejected(error) => {
+                self.tally.bump("oidcgate.idp.token.rejected");
+                info!("token endpoint refused the client: {error}");
+            }
+            Applied::Failed(why) => {
+                self.tally.bump(failed_metric(&flight.resource));
+                warn!("{what} fetch failed: {why}");
+            }
         }
         true
     }
@@ -148,8 +189,10 @@ impl Worker {
             };
             if now_ms >= p.deadline_ms {
                 let denial = Denial::IdpUnavailable { retry_after_s: 1 };
-                log_denial(context, &p.credential, &denial);
+                let credential = p.credential.clone();
                 self.parked.remove(&context);
+                self.tally.bump("oidcgate.parked.timeout");
+                self.denied(context, Some(&credential), &denial);
                 verdicts.push((context, Verdict::Deny(denial)));
                 continue;
             }
@@ -196,14 +239,23 @@ impl Worker {
     }
 }
 
-fn log_denial(context: u32, credential: &Credential, denial: &Denial) {
+fn failed_metric(resource: &Resource) -> &'static str {
+    match resource {
+        Resource::Discovery => "oidcgate.idp.discovery.failed",
+        Resource::Jwks => "oidcgate.idp.jwks.failed",
+        Resource::Token(_) => "oidcgate.idp.token.failed",
+    }
+}
+
+fn log_denial(context: u32, credential: Option<&Credential>, denial: &Denial) {
     // Who, without the secret or the token: the client id, or a short hash of the token.
     let who = match credential {
-        Credential::Client(c) => format!("client_id={}", c.id.escape_debug()),
-        Credential::Bearer(t) => format!("token={}", log_tag(t)),
+        Some(Credential::Client(c)) => format!("client_id={}", c.id.escape_debug()),
+        Some(Credential::Bearer(t)) => format!("token={}", log_tag(t)),
+        None => "credential=none".to_string(),
     };
     info!(
-        "oidcgate: denied {} status={} {who} ctx={context}",
+        "denied {} status={} {who} ctx={context}",
         denial,
         denial.status()
     );
