@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use log::info;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -18,8 +19,9 @@ pub struct Request {
     /// Where `Drop` reports this context gone, without borrowing the worker.
     gone: Option<Rc<RefCell<Vec<u32>>>>,
     started_ms: u64,
-    /// Set while the body is being buffered to look for credentials in it.
-    awaiting_body: bool,
+    /// The body may hold credential fields: buffer it and strip them before it goes on.
+    /// Holds the content type, read at headers time (Envoy forbids header access later).
+    strip_body: Option<String>,
 }
 
 impl Request {
@@ -32,13 +34,17 @@ impl Request {
             worker,
             gone,
             started_ms: 0,
-            awaiting_body: false,
+            strip_body: None,
         }
     }
 
-    /// Extracts and strips the credential, then decides. Called once the credential can be
-    /// known: at headers, or at the end of the body when it may carry one.
-    fn authenticate(&mut self, worker: &Shared, body_size: Option<usize>) -> Action {
+    /// Extracts and strips the credential from the headers and query, then decides.
+    ///
+    /// In proxy-wasm ABI 0.2.1 hosts (Envoy), pausing at headers also withholds the body
+    /// from this filter until the request is resumed, and resuming sends the headers
+    /// upstream. So the verdict is reached on headers; body credential fields are removed
+    /// afterwards, and a credential found only in a body cannot be used (fails closed).
+    fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
         let (authorization, path, content_type) = (
             host::request_header("authorization"),
             host::request_header(":path").unwrap_or_default(),
@@ -49,8 +55,17 @@ impl Request {
             path: &path,
             content_type: content_type.as_deref(),
         };
-        let body = body_size.and_then(host::request_body);
-        let extracted = credentials::extract(worker.borrow().gate.config(), &view, body.as_deref());
+        let (extracted, realm) = {
+            let w = worker.borrow();
+            let config = w.gate.config();
+            if !end_of_stream && credentials::needs_body(config, &view) {
+                self.strip_body = content_type.clone();
+            }
+            (
+                credentials::extract(config, &view, None),
+                config.realm.clone(),
+            )
+        };
 
         // Strip before deciding: nothing below may reach the upstream with the caller's copy.
         for name in worker.borrow().gate.strip_headers() {
@@ -59,18 +74,17 @@ impl Request {
         if let Some(p) = &extracted.new_path {
             host::set_request_header(":path", p);
         }
-        if let (Some(new_body), Some(old_size)) = (&extracted.new_body, body_size) {
-            if host::replace_request_body(old_size, new_body)
-                && host::request_header("content-length").is_some()
-            {
-                host::set_request_header("content-length", &new_body.len().to_string());
-            }
+        if self.strip_body.is_some() {
+            // The body will shrink; Envoy re-frames it (chunked) without a stale length.
+            host::remove_request_header("content-length");
         }
 
-        let realm = worker.borrow().gate.config().realm.clone();
         let credential = match extracted.credential {
             Ok(c) => c,
             Err(denial) => {
+                if self.strip_body.is_some() && denial == Denial::Missing {
+                    info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic");
+                }
                 worker.borrow_mut().denied(self.context_id, None, &denial);
                 apply(&Verdict::Deny(denial), &realm, false);
                 return Action::Pause;
@@ -146,35 +160,32 @@ impl HttpContext for Request {
             return Action::Pause;
         };
         self.started_ms = host::now_ms();
-        let wants_body = {
-            let ct = host::request_header("content-type");
-            let view = RequestView {
-                content_type: ct.as_deref(),
-                ..RequestView::default()
-            };
-            credentials::needs_body(worker.borrow().gate.config(), &view)
-        };
-        if wants_body && !end_of_stream {
-            self.awaiting_body = true;
-            return Action::Pause;
-        }
-        self.authenticate(&worker, None)
+        self.authenticate(&worker, end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.awaiting_body {
+        if self.strip_body.is_none() {
             return Action::Continue;
         }
         if !end_of_stream {
             // Buffer until the whole body is here.
             return Action::Pause;
         }
-        self.awaiting_body = false;
+        let content_type = self.strip_body.take();
         let Some(worker) = self.worker.clone() else {
-            host::deny_unconfigured();
-            return Action::Pause;
+            return Action::Continue;
         };
-        self.authenticate(&worker, Some(body_size))
+        let body = host::request_body(body_size);
+        let view = RequestView {
+            content_type: content_type.as_deref(),
+            ..RequestView::default()
+        };
+        let stripped =
+            credentials::extract(worker.borrow().gate.config(), &view, body.as_deref()).new_body;
+        if let Some(new_body) = stripped {
+            host::replace_request_body(body_size, &new_body);
+        }
+        Action::Continue
     }
 }
 

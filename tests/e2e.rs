@@ -1,0 +1,652 @@
+//! The built `oidcgate.wasm` inside a real Envoy, against the mock IdP over real HTTP, with
+//! an echo upstream that reports what it received. Each test gets its own IdP, echo and
+//! Envoy on free loopback ports, so IdP call counts belong to the test alone.
+
+// A test asserts by panicking; the panic-path lints guard the filter, not its tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testkit::echo::Echo;
+use testkit::envoy::{Envoy, EnvoyOpts};
+use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
+
+struct Stack {
+    idp: MockIdp,
+    echo: Echo,
+    envoy: Envoy,
+    http: reqwest::Client,
+}
+
+fn template() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/e2e.yaml")
+}
+
+/// The configuration every test starts from; `extra` keys are merged over it.
+fn filter_config(idp: &MockIdp, extra: Value) -> Value {
+    let mut config = json!({
+        "issuer": idp.issuer(),
+        "idp_cluster": "idp",
+        "timeout": 2000,
+        "upstream_headers_claims": ["iss", "sub", "scp"],
+        "upstream_headers_names": ["Issuer_Header", "X-Subject", "X-Scopes"],
+    });
+    if let (Some(base), Some(more)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    config
+}
+
+async fn stack_with(extra: Value, concurrency: u32) -> Stack {
+    let idp = MockIdp::start().await;
+    let echo = Echo::start().await;
+    let envoy = Envoy::start(EnvoyOpts {
+        template: template(),
+        filter_config: filter_config(&idp, extra),
+        idp_port: idp.port(),
+        echo_port: echo.port,
+        concurrency,
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    Stack {
+        idp,
+        echo,
+        envoy,
+        http,
+    }
+}
+
+async fn stack() -> Stack {
+    stack_with(json!({}), 1).await
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// A header the upstream received (the echo lower-cases names).
+    fn upstream(&self, name: &str) -> Option<&str> {
+        self.body["headers"][name.to_ascii_lowercase()].as_str()
+    }
+    fn www_authenticate(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Stack {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = req.send().await.expect("Envoy answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(self.envoy.url(path))).await
+    }
+    async fn basic(&self, id: &str, secret: &str) -> Answer {
+        self.send(
+            self.http
+                .get(self.envoy.url("/api"))
+                .basic_auth(id, Some(secret)),
+        )
+        .await
+    }
+    async fn bearer(&self, token: &str) -> Answer {
+        self.send(self.http.get(self.envoy.url("/api")).bearer_auth(token))
+            .await
+    }
+    /// A token straight from the IdP, as a caller with its own client would get one.
+    async fn idp_token(&self) -> String {
+        let resp: Value = self
+            .http
+            .post(format!("{}/v1/token", self.idp.issuer()))
+            .basic_auth("demo-client", Some("demo-secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        resp["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+fn assert_invalid_token(a: &Answer) {
+    assert_eq!(a.status, 401, "{:?}", a.body);
+    assert!(
+        a.www_authenticate().contains("error=\"invalid_token\""),
+        "{}",
+        a.www_authenticate()
+    );
+    assert_eq!(a.body["error"], "invalid_token");
+}
+
+#[tokio::test]
+async fn no_credentials_is_401_with_a_bearer_challenge() {
+    let s = stack().await;
+    let a = s.get("/api").await;
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        a.www_authenticate(),
+        format!("Bearer realm=\"127.0.0.1:{}\"", s.idp.port())
+    );
+    assert_eq!(a.body["error"], "unauthorized");
+    assert_eq!(s.echo.requests(), 0);
+}
+
+#[tokio::test]
+async fn client_credentials_are_exchanged_and_the_secret_never_reaches_upstream() {
+    let s = stack().await;
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let auth = a.upstream("authorization").unwrap();
+    let token = auth.strip_prefix("Bearer ").expect("bearer token upstream");
+    assert_eq!(token.split('.').count(), 3);
+    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
+    assert_eq!(a.upstream("X-Subject"), Some("demo-client"));
+    let echoed = a.body.to_string();
+    assert!(!echoed.contains("demo-secret"));
+    assert!(!echoed.contains("Basic "));
+    let seen = s.idp.last_token_request().unwrap();
+    assert_eq!(seen.auth_method, "client_secret_basic");
+    assert_eq!(seen.client_id, "demo-client");
+}
+
+#[tokio::test]
+async fn cached_client_token_means_no_more_idp_calls() {
+    let s = stack().await;
+    let first = s.basic("demo-client", "demo-secret").await;
+    for _ in 0..5 {
+        let again = s.basic("demo-client", "demo-secret").await;
+        assert_eq!(again.status, 200);
+        assert_eq!(
+            again.upstream("authorization"),
+            first.upstream("authorization")
+        );
+    }
+    assert_eq!(s.idp.counts().token, 1);
+}
+
+#[tokio::test]
+async fn wrong_secret_right_after_a_cached_right_one_is_401() {
+    let s = stack().await;
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
+    let a = s.basic("demo-client", "wrong").await;
+    assert_eq!(a.status, 401);
+    assert!(a.www_authenticate().contains("error=\"invalid_client\""));
+    assert_eq!(s.idp.counts().token, 2);
+    // Remembered for cache_ttl_neg: the IdP is not asked again.
+    assert_eq!(s.basic("demo-client", "wrong").await.status, 401);
+    assert_eq!(s.idp.counts().token, 2);
+    assert_eq!(s.echo.requests(), 1);
+}
+
+#[tokio::test]
+async fn bearer_token_from_the_idp_is_verified_and_forwarded() {
+    let s = stack().await;
+    let token = s.idp_token().await;
+    let a = s.bearer(&token).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        a.upstream("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
+    // scp ["read"] travels as base64 of its JSON.
+    assert_eq!(a.upstream("X-Scopes"), Some("WyJyZWFkIl0="));
+    // Verified once: a second use does not touch the IdP either.
+    let jwks = s.idp.counts().jwks;
+    assert_eq!(s.bearer(&token).await.status, 200);
+    assert_eq!(s.idp.counts().jwks, jwks);
+}
+
+#[tokio::test]
+async fn every_algorithm_of_the_key_set_verifies() {
+    let s = stack().await;
+    for (kid, alg) in [
+        ("rsa-1", "RS256"),
+        ("rsa-1", "RS384"),
+        ("rsa-1", "RS512"),
+        ("rsa-1", "PS256"),
+        ("ec-1", "ES256"),
+        ("ed-1", "EdDSA"),
+    ] {
+        let token = s.idp.mint(MintSpec {
+            kid,
+            alg,
+            ..MintSpec::default()
+        });
+        let a = s.bearer(&token).await;
+        // rsa-1 is published as RS256 only: other RSA algorithms must not use it.
+        let want = if kid == "rsa-1" && alg != "RS256" {
+            401
+        } else {
+            200
+        };
+        assert_eq!(a.status, want, "{kid} {alg}: {:?}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_invalid_token() {
+    let s = stack_with(json!({"audience_required": ["api://default"]}), 1).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = s.idp.mint(MintSpec::default());
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[2] = format!("{}AA", &parts[2][..parts[2].len() - 2]);
+    let tampered = parts.join(".");
+    let cases = vec![
+        ("tampered", tampered),
+        (
+            "expired",
+            s.idp.mint(MintSpec {
+                claims: json!({"exp": now - 60, "iat": now - 120}),
+                ..MintSpec::default()
+            }),
+        ),
+        (
+            "not yet valid",
+            s.idp.mint(MintSpec {
+                claims: json!({"nbf": now + 600}),
+                ..MintSpec::default()
+            }),
+        ),
+        (
+            "wrong issuer",
+            s.idp.mint(MintSpec {
+                claims: json!({"iss": "https://evil.example.com"}),
+                ..MintSpec::default()
+            }),
+        ),
+        (
+            "wrong audience",
+            s.idp.mint(MintSpec {
+                claims: json!({"aud": "api://other"}),
+                ..MintSpec::default()
+            }),
+        ),
+        (
+            "unknown kid",
+            s.idp.mint(MintSpec {
+                kid: "rsa-2",
+                ..MintSpec::default()
+            }),
+        ),
+        (
+            "alg none",
+            testkit::keys::unsigned_token(
+                &json!({"alg": "none"}),
+                &json!({"iss": s.idp.issuer(), "exp": now + 600}),
+            ),
+        ),
+        (
+            "hs256 with public key",
+            testkit::keys::hs256_token_with_rsa_public_key(
+                &s.idp,
+                "rsa-1",
+                &json!({"iss": s.idp.issuer(), "exp": now + 600}),
+            ),
+        ),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (name, token) in cases {
+        let a = s.bearer(&token).await;
+        assert_eq!(a.status, 401, "{name}: {:?}", a.body);
+        assert_invalid_token(&a);
+    }
+    assert_eq!(s.echo.requests(), 0);
+}
+
+#[tokio::test]
+async fn missing_scope_is_403_insufficient_scope() {
+    let s = stack_with(json!({"scopes_required": ["admin"]}), 1).await;
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 403);
+    assert!(a
+        .www_authenticate()
+        .contains("error=\"insufficient_scope\""));
+    let ok = s.idp.mint(MintSpec {
+        claims: json!({"scp": ["read", "admin"]}),
+        ..MintSpec::default()
+    });
+    assert_eq!(s.bearer(&ok).await.status, 200);
+}
+
+#[tokio::test]
+async fn caller_copies_of_claim_headers_are_replaced() {
+    let s = stack().await;
+    let spoofed = |req: reqwest::RequestBuilder| {
+        req.header("Issuer_Header", "https://evil.example.com")
+            .header("X-Subject", "admin")
+            .header("X-Scopes", "spoof")
+    };
+    let a = s
+        .send(spoofed(
+            s.http
+                .get(s.envoy.url("/api"))
+                .basic_auth("demo-client", Some("demo-secret")),
+        ))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
+    assert_eq!(a.upstream("X-Subject"), Some("demo-client"));
+    // A claim the token lacks: the caller's copy is removed, not passed through.
+    let no_sub = s.idp.mint(MintSpec {
+        remove: vec!["sub"],
+        ..MintSpec::default()
+    });
+    let a = s
+        .send(spoofed(s.http.get(s.envoy.url("/api")).bearer_auth(no_sub)))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.upstream("X-Subject"), None);
+}
+
+#[tokio::test]
+async fn thirty_concurrent_first_requests_on_two_workers_make_one_token_call() {
+    let s = stack_with(json!({}), 2).await;
+    let requests = (0..30).map(|_| s.basic("demo-client", "demo-secret"));
+    let answers = futures::future::join_all(requests).await;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+    assert_eq!(s.idp.counts().token, 1);
+    assert_eq!(s.idp.counts().jwks, 1);
+    assert_eq!(s.idp.counts().discovery, 1);
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_without_restart() {
+    let s = stack_with(json!({"rediscovery_lifetime": 1}), 1).await;
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
+    s.idp.publish(&["rsa-2", "rsa-1", "ec-1", "ed-1"]);
+    s.idp.rotate_to("rsa-2");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let token = s.idp_token().await;
+    let a = s.bearer(&token).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(s.idp.counts().jwks, 2);
+}
+
+#[tokio::test]
+async fn idp_down_cached_credentials_pass_new_ones_get_503_then_recover() {
+    let s = stack_with(json!({"timeout": 1000}), 1).await;
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
+    let token = s.idp_token().await;
+    s.idp
+        .add_client("late-client", "late-secret", &["read"], &["read"]);
+    s.idp.down().await;
+
+    assert_eq!(
+        s.basic("demo-client", "demo-secret").await.status,
+        200,
+        "cached token keeps serving"
+    );
+    assert_eq!(
+        s.bearer(&token).await.status,
+        200,
+        "cached key set keeps serving"
+    );
+    let started = Instant::now();
+    let a = s.basic("late-client", "late-secret").await;
+    assert_eq!(a.status, 503);
+    assert!(a.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "answered within the timeout"
+    );
+
+    s.idp.up().await;
+    let mut status = 0;
+    for _ in 0..80 {
+        status = s.basic("late-client", "late-secret").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200, "recovers by itself once the IdP is back");
+}
+
+#[tokio::test]
+async fn slow_idp_is_503_at_the_timeout_not_a_hang() {
+    let s = stack_with(json!({"timeout": 500}), 1).await;
+    s.idp
+        .set_fault(Endpoint::Token, Fault::Delay(Duration::from_secs(5)));
+    let started = Instant::now();
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn idp_errors_and_garbage_are_503_never_401() {
+    for fault in [Fault::Status(500), Fault::Garbage, Fault::Truncated] {
+        let s = stack().await;
+        s.idp.set_fault(Endpoint::Token, fault);
+        let a = s.basic("demo-client", "demo-secret").await;
+        assert_eq!(a.status, 503, "{:?}", a.body);
+        assert!(a.headers.contains_key("retry-after"));
+    }
+}
+
+#[tokio::test]
+async fn envoy_started_with_the_idp_down_recovers_when_it_comes_up() {
+    let idp = MockIdp::start().await;
+    idp.down().await;
+    let echo = Echo::start().await;
+    let envoy = Envoy::start(EnvoyOpts {
+        template: template(),
+        filter_config: filter_config(&idp, json!({"timeout": 500})),
+        idp_port: idp.port(),
+        echo_port: echo.port,
+        concurrency: 1,
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let s = Stack {
+        idp,
+        echo,
+        envoy,
+        http,
+    };
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 503);
+    s.idp.up().await;
+    let mut status = 0;
+    for _ in 0..80 {
+        status = s.basic("demo-client", "demo-secret").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn garbage_authorization_values_are_401_and_envoy_keeps_serving() {
+    let s = stack().await;
+    let long = "A".repeat(20_000);
+    let values = [
+        "Bearer",
+        "Bearer ",
+        "Basic",
+        "Basic !!!!",
+        "Basic Og==",
+        "Bearer a.b",
+        "Bearer ....",
+        "Negotiate x",
+        long.as_str(),
+    ];
+    for v in values {
+        let a = s
+            .send(s.http.get(s.envoy.url("/api")).header("authorization", v))
+            .await;
+        assert_eq!(a.status, 401, "{v:.40}");
+    }
+    // Bytes that are not UTF-8, and control characters, sent raw.
+    for auth in [
+        &b"Bearer \xff\xfe\xfd"[..],
+        b"Basic \xff\xff",
+        b"Bearer a\x01b",
+    ] {
+        let mut request =
+            b"GET /api HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: ".to_vec();
+        request.extend_from_slice(auth);
+        request.extend_from_slice(b"\r\n\r\n");
+        let raw = testkit::raw_http(s.envoy.listen_port, &request).await;
+        assert!(
+            raw.starts_with("HTTP/1.1 401") || raw.starts_with("HTTP/1.1 400"),
+            "{raw:.80}"
+        );
+    }
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
+    assert_eq!(s.echo.requests(), 1);
+}
+
+#[tokio::test]
+async fn body_credential_fields_never_reach_upstream() {
+    let s = stack_with(
+        json!({"client_credentials_param_type": ["header", "body"]}),
+        1,
+    )
+    .await;
+    let form = [
+        ("client_id", "demo-client"),
+        ("client_secret", "demo-secret"),
+        ("grant_type", "client_credentials"),
+        ("keep", "me"),
+    ];
+    let a = s
+        .send(
+            s.http
+                .post(s.envoy.url("/api"))
+                .basic_auth("demo-client", Some("demo-secret"))
+                .form(&form),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["body"], "keep=me");
+    let json_body = json!({"client_id": "demo-client", "client_secret": "demo-secret", "n": 1});
+    let a = s
+        .send(
+            s.http
+                .post(s.envoy.url("/api"))
+                .basic_auth("demo-client", Some("demo-secret"))
+                .json(&json_body),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["body"], "{\"n\":1}");
+    assert!(!a.body.to_string().contains("demo-secret"));
+    // Envoy's proxy-wasm cannot read a body before the headers go upstream: a credential
+    // only in the body is refused, never half-trusted.
+    let a = s.send(s.http.post(s.envoy.url("/api")).form(&form)).await;
+    assert_eq!(a.status, 401);
+    assert_eq!(s.echo.requests(), 2);
+}
+
+#[tokio::test]
+async fn query_credentials_are_read_and_stripped() {
+    let s = stack_with(
+        json!({"client_credentials_param_type": ["query"], "bearer_token_param_type": ["query"]}),
+        1,
+    )
+    .await;
+    let a = s
+        .get("/api?x=1&client_id=demo-client&client_secret=demo-secret")
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["path"], "/api?x=1");
+    let token = s.idp_token().await;
+    let a = s.get(&format!("/api?access_token={token}")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["path"], "/api");
+}
+
+#[tokio::test]
+async fn client_secret_post_and_a_custom_token_header() {
+    let s = stack_with(
+        json!({"token_endpoint_auth_method": "client_secret_post", "upstream_access_token_header": "x-access-token", "scopes": ["write"]}),
+        1,
+    )
+    .await;
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let seen = s.idp.last_token_request().unwrap();
+    assert_eq!(seen.auth_method, "client_secret_post");
+    assert_eq!(seen.scope.as_deref(), Some("write"));
+    assert_eq!(a.upstream("authorization"), None);
+    assert_eq!(
+        a.upstream("x-access-token").map(|t| t.split('.').count()),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_is_refused_naming_the_key() {
+    let idp = MockIdp::start().await;
+    let echo = Echo::start().await;
+    let config = json!({"issuer": idp.issuer(), "leeway": "soon"});
+    let log = Envoy::start_expect_failure(EnvoyOpts {
+        template: template(),
+        filter_config: config,
+        idp_port: idp.port(),
+        echo_port: echo.port,
+        concurrency: 1,
+    })
+    .await;
+    assert!(log.contains("invalid configuration: `leeway`"), "{log}");
+}
+
+#[tokio::test]
+async fn logs_never_hold_a_secret_or_a_whole_token() {
+    let s = stack_with(json!({"scopes_required": ["read"]}), 1).await;
+    let token = s.idp_token().await;
+    s.basic("demo-client", "demo-secret").await;
+    s.basic("demo-client", "wrong-secret-value").await;
+    s.bearer(&token).await;
+    s.bearer(&format!("{token}x")).await;
+    let log = s.envoy.log();
+    assert!(log.contains("denied"), "denials are logged");
+    for secret in [
+        "demo-secret",
+        "wrong-secret-value",
+        token.as_str(),
+        token.split('.').nth(2).unwrap(),
+    ] {
+        assert!(!log.contains(secret), "log contains a secret or token");
+    }
+}
