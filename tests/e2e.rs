@@ -650,3 +650,67 @@ async fn logs_never_hold_a_secret_or_a_whole_token() {
         assert!(!log.contains(secret), "log contains a secret or token");
     }
 }
+
+/// Counters flush on the root's 20 ms tick; wait until `name` reaches `want`.
+async fn stat_reaches(envoy: &Envoy, name: &str, want: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = envoy.stats().await.get(name).copied().unwrap_or(0);
+        if last >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn metrics_move_as_requests_are_allowed_and_denied() {
+    let s = stack_with(json!({"scopes_required": ["read"]}), 1).await;
+    s.basic("demo-client", "demo-secret").await;
+    s.basic("demo-client", "demo-secret").await;
+    s.get("/api").await;
+    s.bearer("a.b.c").await;
+    s.basic("demo-client", "wrong").await;
+    let no_scope = s.idp.mint(MintSpec {
+        claims: json!({"scp": ["write"]}),
+        ..MintSpec::default()
+    });
+    s.bearer(&no_scope).await;
+    let p = "wasmcustom.oidcgate";
+    for (name, want) in [
+        ("allowed", 2),
+        ("denied.missing", 1),
+        ("denied.invalid_token", 1),
+        ("denied.invalid_client", 1),
+        ("denied.insufficient_scope", 1),
+        ("idp.token.ok", 1),
+        ("idp.token.rejected", 1),
+        ("idp.jwks.ok", 1),
+        ("idp.discovery.ok", 1),
+    ] {
+        assert_eq!(
+            stat_reaches(&s.envoy, &format!("{p}.{name}"), want).await,
+            want,
+            "{p}.{name}"
+        );
+    }
+    // Cache lookups also count re-checks of parked requests: at least one of each.
+    for name in [
+        "cache.token.hit",
+        "cache.token.miss",
+        "cache.verify.hit",
+        "cache.verify.miss",
+    ] {
+        assert!(
+            stat_reaches(&s.envoy, &format!("{p}.{name}"), 1).await >= 1,
+            "{p}.{name}"
+        );
+    }
+    let stats = s.envoy.stats().await;
+    assert_eq!(
+        stats.get(&format!("{p}.denied.idp_unavailable")),
+        Some(&0),
+        "defined at zero from the start"
+    );
+}
