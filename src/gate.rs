@@ -626,6 +626,16 @@ impl Gate {
         out
     }
 
+    /// Whether a fetch of `resource` is still in flight (somewhere among the workers).
+    pub fn is_busy(&self, store: &dyn SharedStore, resource: &Resource, now_ms: u64) -> bool {
+        let key = self.shared_key(resource);
+        match resource {
+            Resource::Discovery => store::read::<Fetched<Endpoints>>(store, &key).is_busy(now_ms),
+            Resource::Jwks => store::read::<Fetched<String>>(store, &key).is_busy(now_ms),
+            Resource::Token(k) => self.read_entry(store, k).is_busy(now_ms),
+        }
+    }
+
     fn read_entry(&self, store: &dyn SharedStore, key: &Key) -> Fetched<TokenValue> {
         let id = entry_id(key);
         let bucket: Bucket = store::read(store, &self.shared_key(&Resource::Token(*key)));

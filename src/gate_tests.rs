@@ -820,3 +820,18 @@ fn strip_list_covers_credentials_and_every_written_header() {
         ]
     );
 }
+
+#[test]
+fn is_busy_tracks_an_in_flight_fetch_for_every_worker() {
+    let (mut g, mut store, mut idp) = setup();
+    let other = gate("");
+    let Step::Fetch(f) =
+        g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0)
+    else {
+        panic!()
+    };
+    assert!(g.is_busy(&store, &f.resource, T0) && other.is_busy(&store, &f.resource, T0));
+    let (s, b) = idp.answer(&f, T0);
+    g.on_answer(&mut store, &f.resource, s, &b, T0);
+    assert!(!other.is_busy(&store, &f.resource, T0));
+}

@@ -23,6 +23,8 @@ struct Parked {
     credential: Credential,
     started_ms: u64,
     deadline_ms: u64,
+    /// What it waits for; while that is still being fetched, asking again is pointless.
+    waiting: Resource,
 }
 
 struct InFlight {
@@ -93,15 +95,24 @@ impl Worker {
                 Next::Now(Verdict::Deny(denial))
             }
             Step::Wait(_) | Step::Fetch(_) => {
-                if !self.parked.contains_key(&context) {
-                    let deadline_ms = started_ms.saturating_add(self.gate.config().timeout_ms);
-                    self.tally.bump("oidcgate.parked");
-                    let parked = Parked {
-                        credential: credential.clone(),
-                        started_ms,
-                        deadline_ms,
-                    };
-                    self.parked.insert(context, parked);
+                let waiting = match &step {
+                    Step::Fetch(f) => f.resource.clone(),
+                    Step::Wait(r) => r.clone(),
+                    _ => Resource::Jwks,
+                };
+                match self.parked.get_mut(&context) {
+                    Some(p) => p.waiting = waiting,
+                    None => {
+                        let deadline_ms = started_ms.saturating_add(self.gate.config().timeout_ms);
+                        self.tally.bump("oidcgate.parked");
+                        let parked = Parked {
+                            credential: credential.clone(),
+                            started_ms,
+                            deadline_ms,
+                            waiting,
+                        };
+                        self.parked.insert(context, parked);
+                    }
                 }
                 Next::Parked(match step {
                     Step::Fetch(f) => Some(f),
@@ -183,10 +194,24 @@ impl Worker {
         let mut verdicts = Vec::new();
         let mut fetches = Vec::new();
         let contexts: Vec<u32> = self.parked.keys().copied().collect();
+        // One shared-data read per awaited resource, not one per parked request: an IdP
+        // outage can park thousands.
+        let mut busy: Vec<(Resource, bool)> = Vec::new();
         for context in contexts {
             let Some(p) = self.parked.get(&context) else {
                 continue;
             };
+            let still_busy = match busy.iter().find(|(r, _)| *r == p.waiting) {
+                Some((_, b)) => *b,
+                None => {
+                    let b = self.gate.is_busy(&HostStore, &p.waiting, now_ms);
+                    busy.push((p.waiting.clone(), b));
+                    b
+                }
+            };
+            if still_busy && now_ms < p.deadline_ms {
+                continue;
+            }
             if now_ms >= p.deadline_ms {
                 let denial = Denial::IdpUnavailable { retry_after_s: 1 };
                 let credential = p.credential.clone();
