@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::host;
-use super::worker::{apply, pump, Next, Shared, Verdict};
+use super::worker::{apply, deliver, Next, Shared, Verdict};
 use crate::credentials::{self, Credential, RequestView};
 use crate::outcome::Denial;
 
@@ -141,15 +141,10 @@ impl Context for Request {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
-        let (status, body) = host::callout_response(body_size);
-        worker
-            .borrow_mut()
-            .answer(token, status, &body, host::now_ms());
-        // Wakes this request and every other one parked in this VM.
-        pump(&worker, self.context_id, Vec::new());
+        if let Some(worker) = &self.worker {
+            // Wakes this request and every other one parked in this VM.
+            deliver(worker, self.context_id, token, body_size);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use crate::config::Config;
 use crate::gate::Gate;
 use host::HostStore;
-use worker::{pump, Shared, Worker};
+use worker::{deliver, pump, Shared, Worker};
 
 /// Parked requests are re-checked this often: how quickly a request on one worker sees a
 /// fetch finished by another, and how precisely deadlines are kept.
@@ -46,11 +46,7 @@ impl Context for Root {
         _trailers: usize,
     ) {
         if let Some(worker) = &self.worker {
-            let (status, body) = host::callout_response(body_size);
-            worker
-                .borrow_mut()
-                .answer(token, status, &body, host::now_ms());
-            pump(worker, self.context_id, Vec::new());
+            deliver(worker, self.context_id, token, body_size);
         }
     }
 }

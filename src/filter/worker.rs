@@ -286,6 +286,16 @@ fn log_denial(context: u32, credential: Option<&Credential>, denial: &Denial) {
     );
 }
 
+/// Hands the IdP's answer to callout `token` (delivered to context `current`) to the gate,
+/// then resumes whatever it unblocked.
+pub fn deliver(worker: &Shared, current: u32, token: u32, body_size: usize) {
+    let (status, body) = host::callout_response(body_size);
+    worker
+        .borrow_mut()
+        .answer(token, status, &body, host::now_ms());
+    pump(worker, current, Vec::new());
+}
+
 /// Sends `fetches` from the current context, then re-asks about parked requests and applies
 /// the verdicts, until nothing new is to be sent. `current` is the context the host is
 /// calling now; it is restored as the effective context at the end.
