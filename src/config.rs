@@ -204,6 +204,12 @@ impl Config {
                     .unwrap_or("(root)")
                     .to_string()
             };
+            // A member named "" (or starting with `[`/`.`) would leave the log line nameless.
+            let key = if key.is_empty() {
+                "(root)".to_string()
+            } else {
+                key
+            };
             err(&key, short_serde_reason(&e.inner().to_string()))
         })?;
         Self::validate(raw, bytes)
@@ -637,6 +643,21 @@ mod tests {
             line,
             "invalid configuration: `bogus`: unknown field `bogus`"
         );
+    }
+
+    #[test]
+    fn an_error_always_names_a_key() {
+        // Found by fuzz/fuzz_targets/config.rs: these used to report the key as ``.
+        for input in [
+            r#"{"":1}"#,
+            r#"{"issuer":"http://i","":1}"#,
+            r#"{"[":1}"#,
+            r#"{".x":1}"#,
+            r#"{"issuer":"http://i","[":"#,
+        ] {
+            let e = parse(input).unwrap_err();
+            assert!(!e.key.is_empty(), "{input}: {e}");
+        }
     }
 
     #[test]

@@ -17,5 +17,8 @@ pub mod store;
 pub mod url;
 pub mod verify;
 
+#[cfg(test)]
+mod adversarial_tests;
+
 #[cfg(target_arch = "wasm32")]
 mod filter;
