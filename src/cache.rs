@@ -1,12 +1,16 @@
 //! A per-VM cache bounded in entries and bytes, with per-entry expiry.
 //!
-//! Eviction is oldest-inserted first (after dropping expired entries). A hot entry may be
+//! Eviction is oldest-inserted first; expired entries are dropped by a periodic
+//! [`BoundedCache::purge_expired`], never by a scan on the request path. A hot entry may be
 //! evicted and paid for once more, but nothing a caller sends can make memory grow past the
 //! bounds, and the bookkeeping is two collections, no linked lists.
 
+use std::borrow::Borrow;
+use std::collections::hash_map::{DefaultHasher, RandomState};
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
 
-/// Cache keys are SHA-256 digests: fixed size, and no token or secret kept as a key.
+/// A SHA-256 digest, for keys that hold a secret: fixed size, the secret not kept.
 pub type Key = [u8; 32];
 
 pub fn key_of(parts: &[&[u8]]) -> Key {
@@ -25,6 +29,34 @@ pub fn log_tag(secret_or_token: &str) -> String {
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Hashes only the length and the last 32 bytes of what a key writes, with a per-process
+/// random key. Meant for verified tokens: their last bytes are their signature, so they
+/// differ between tokens, and since only tokens whose signature verified are stored, no
+/// caller can pile entries onto one hash. Hashing a whole 1 KB token (SHA-256 was used
+/// before) cost more in V8 than all the rest of a cache hit; equality still compares whole.
+#[derive(Clone, Default)]
+pub struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+pub struct TailHasher(DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write_usize(bytes.len());
+        let tail = bytes.get(bytes.len().saturating_sub(32)..).unwrap_or(bytes);
+        self.0.write(tail);
+    }
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 struct Slot<V> {
     value: V,
     expires_ms: u64,
@@ -32,19 +64,19 @@ struct Slot<V> {
     seq: u64,
 }
 
-pub struct BoundedCache<V> {
-    map: HashMap<Key, Slot<V>>,
-    order: VecDeque<(Key, u64)>,
+pub struct BoundedCache<K, V, S = RandomState> {
+    map: HashMap<K, Slot<V>, S>,
+    order: VecDeque<(K, u64)>,
     seq: u64,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
 }
 
-impl<V> BoundedCache<V> {
+impl<K: Hash + Eq + Clone, V, S: BuildHasher + Default> BoundedCache<K, V, S> {
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         BoundedCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             seq: 0,
             bytes: 0,
@@ -53,7 +85,11 @@ impl<V> BoundedCache<V> {
         }
     }
 
-    pub fn get(&self, key: &Key, now_ms: u64) -> Option<&V> {
+    pub fn get<Q>(&self, key: &Q, now_ms: u64) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map
             .get(key)
             .filter(|s| s.expires_ms > now_ms)
@@ -61,14 +97,14 @@ impl<V> BoundedCache<V> {
     }
 
     /// Inserts `value`, accounted as `bytes` large, until `expires_ms`.
-    pub fn insert(&mut self, key: Key, value: V, bytes: usize, expires_ms: u64, now_ms: u64) {
+    pub fn insert(&mut self, key: K, value: V, bytes: usize, expires_ms: u64, now_ms: u64) {
         if bytes > self.max_bytes || self.max_entries == 0 || expires_ms <= now_ms {
             return;
         }
         self.remove(&key);
         self.seq += 1;
         self.map.insert(
-            key,
+            key.clone(),
             Slot {
                 value,
                 expires_ms,
@@ -78,27 +114,37 @@ impl<V> BoundedCache<V> {
         );
         self.order.push_back((key, self.seq));
         self.bytes += bytes;
-        self.evict(now_ms);
+        self.evict();
     }
 
-    pub fn remove(&mut self, key: &Key) -> Option<V> {
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.map.remove(key)?;
         self.bytes -= slot.bytes;
         Some(slot.value)
     }
 
-    fn evict(&mut self, now_ms: u64) {
-        if self.over() {
-            let expired: Vec<Key> = self
-                .map
-                .iter()
-                .filter(|(_, s)| s.expires_ms <= now_ms)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in expired {
-                self.remove(&k);
+    /// Drops every expired entry: a walk over all of them, for a timer, not a request.
+    pub fn purge_expired(&mut self, now_ms: u64) {
+        let before = self.map.len();
+        let mut freed = 0;
+        self.map.retain(|_, s| {
+            let keep = s.expires_ms > now_ms;
+            if !keep {
+                freed += s.bytes;
             }
+            keep
+        });
+        self.bytes -= freed;
+        if self.map.len() != before {
+            self.compact_order();
         }
+    }
+
+    fn evict(&mut self) {
         while self.over() {
             let Some((key, seq)) = self.order.pop_front() else {
                 break;
@@ -110,10 +156,14 @@ impl<V> BoundedCache<V> {
         }
         // Keep the order queue from growing with stale records.
         if self.order.len() > self.map.len().saturating_mul(2) + 16 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
+            self.compact_order();
         }
+    }
+
+    fn compact_order(&mut self) {
+        let map = &self.map;
+        self.order
+            .retain(|(k, seq)| map.get(k).is_some_and(|s| s.seq == *seq));
     }
 
     fn over(&self) -> bool {
@@ -141,9 +191,11 @@ mod tests {
         key_of(&[&i.to_be_bytes()])
     }
 
+    type Cache<V> = BoundedCache<Key, V>;
+
     #[test]
     fn expires() {
-        let mut c = BoundedCache::new(10, 1000);
+        let mut c = Cache::new(10, 1000);
         c.insert(k(1), "a", 1, 100, 0);
         assert_eq!(c.get(&k(1), 99), Some(&"a"));
         assert_eq!(c.get(&k(1), 100), None);
@@ -151,7 +203,7 @@ mod tests {
 
     #[test]
     fn bounded_in_entries_and_bytes_whatever_is_inserted() {
-        let mut c = BoundedCache::new(100, 10_000);
+        let mut c = Cache::new(100, 10_000);
         for i in 0..100_000u32 {
             c.insert(k(i), i, 150, u64::MAX, 0);
             assert!(c.len() <= 100 && c.bytes() <= 10_000);
@@ -165,7 +217,7 @@ mod tests {
 
     #[test]
     fn replacing_keeps_accounting_right() {
-        let mut c = BoundedCache::new(2, 100);
+        let mut c = Cache::new(2, 100);
         for _ in 0..1000 {
             c.insert(k(1), 1, 40, u64::MAX, 0);
         }
@@ -175,18 +227,35 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_go_first() {
-        let mut c = BoundedCache::new(2, 1000);
-        c.insert(k(1), 1, 1, u64::MAX, 0);
-        c.insert(k(2), 2, 1, 10, 0);
+    fn purging_drops_the_expired_and_frees_their_room() {
+        let mut c = Cache::new(2, 1000);
+        c.insert(k(1), 1, 100, u64::MAX, 0);
+        c.insert(k(2), 2, 200, 10, 0);
+        c.purge_expired(20);
+        assert_eq!((c.len(), c.bytes()), (1, 100));
         c.insert(k(3), 3, 1, u64::MAX, 20);
         assert_eq!(c.get(&k(1), 20), Some(&1));
         assert_eq!(c.get(&k(3), 20), Some(&3));
+        assert!(c.order.len() <= 3);
+    }
+
+    #[test]
+    fn token_keys_compare_whole_though_hashed_by_their_tail() {
+        let mut c: BoundedCache<std::rc::Rc<str>, u32, TailHash> = BoundedCache::new(10, 1000);
+        let tail = "x".repeat(40);
+        let a: std::rc::Rc<str> = format!("a.{tail}").into();
+        let b: std::rc::Rc<str> = format!("b.{tail}").into();
+        c.insert(a.clone(), 1, 1, u64::MAX, 0);
+        assert_eq!(c.get(&*a, 0), Some(&1));
+        assert_eq!(c.get(&*b, 0), None);
+        c.insert(b, 2, 1, u64::MAX, 0);
+        assert_eq!(c.get(&format!("b.{tail}") as &str, 0), Some(&2));
+        assert_eq!(c.get("short", 0), None);
     }
 
     #[test]
     fn oversized_or_dead_values_are_not_stored() {
-        let mut c = BoundedCache::new(2, 10);
+        let mut c = Cache::new(2, 10);
         c.insert(k(1), 1, 11, u64::MAX, 0);
         c.insert(k(2), 2, 1, 5, 5);
         assert!(c.is_empty());

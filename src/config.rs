@@ -378,6 +378,11 @@ impl Config {
     pub fn reads_body(&self) -> bool {
         self.client_credentials.is_some_and(|s| s.body)
     }
+
+    /// Whether a credential may be in the query string, so `:path` must be read.
+    pub fn reads_query(&self) -> bool {
+        self.client_credentials.is_some_and(|s| s.query) || self.bearer.is_some_and(|s| s.query)
+    }
 }
 
 fn parse_opt_url(key: &str, value: Option<&str>) -> Result<Option<HttpUrl>, ConfigError> {

@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{key_of, BoundedCache, Key};
+use std::rc::Rc;
+
+use crate::cache::{key_of, BoundedCache, Key, TailHash};
 use crate::claims;
 use crate::config::Config;
 use crate::credentials::{ClientCredentials, Credential};
@@ -53,7 +55,7 @@ pub struct Fetch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Let it through with these headers set (after the strip list was removed).
-    Allow(Vec<(String, String)>),
+    Allow(Headers),
     Deny(Denial),
     /// Park it: another worker is fetching what it needs. Ask again later.
     Wait(Resource),
@@ -110,12 +112,17 @@ const DECISION_BYTES: usize = 8 << 20;
 const TOKEN_ENTRIES: usize = 1024;
 const TOKEN_BYTES: usize = 4 << 20;
 const MAX_REFRESH_QUEUE: usize = 64;
+/// Expired cache entries are swept this often, off the request path.
+const PURGE_EVERY_MS: u64 = 1_000;
 
-type Decision = Result<Vec<(String, String)>, Denial>;
+/// Headers to write upstream, shared between the cache and the requests it answers.
+pub type Headers = Rc<[(String, String)]>;
+
+type Decision = Result<Headers, Denial>;
 
 #[derive(Clone)]
 struct LocalToken {
-    token: String,
+    token: Rc<str>,
     refresh_at_ms: u64,
 }
 
@@ -131,14 +138,15 @@ pub struct Counters {
 pub struct Gate {
     config: Config,
     counters: Counters,
-    strip: Vec<String>,
+    strip: Rc<[String]>,
     keys: Option<KeySet>,
     keys_version: u64,
     endpoints: Option<Endpoints>,
-    /// Outcome per token hash, for tokens whose signature verified.
-    decisions: BoundedCache<Decision>,
+    /// Outcome per token, for tokens whose signature verified.
+    decisions: BoundedCache<Rc<str>, Decision, TailHash>,
     /// Client-credential tokens per credential hash, this VM's copy of the shared bucket.
-    tokens: BoundedCache<LocalToken>,
+    tokens: BoundedCache<Key, LocalToken>,
+    purged_ms: u64,
     refresh: Vec<(Key, ClientCredentials)>,
     shared_prefix: String,
 }
@@ -160,12 +168,13 @@ impl Gate {
         Gate {
             config,
             counters: Counters::default(),
-            strip,
+            strip: strip.into(),
             keys: None,
             keys_version: 0,
             endpoints: None,
             decisions: BoundedCache::new(DECISION_ENTRIES, DECISION_BYTES),
             tokens: BoundedCache::new(TOKEN_ENTRIES, TOKEN_BYTES),
+            purged_ms: 0,
             refresh: Vec::new(),
             shared_prefix,
         }
@@ -186,8 +195,8 @@ impl Gate {
 
     /// Lower-case names of the headers removed from every request before it goes upstream:
     /// the caller's credential and every header the filter itself writes.
-    pub fn strip_headers(&self) -> &[String] {
-        &self.strip
+    pub fn strip_headers(&self) -> Rc<[String]> {
+        self.strip.clone()
     }
 
     /// Creates every shared key this configuration uses. Call at configure time.
@@ -218,8 +227,7 @@ impl Gate {
         if token.len() > MAX_TOKEN_BYTES {
             return Step::Deny(Denial::InvalidToken(TokenProblem::TooLarge));
         }
-        let key = key_of(&[b"token", token.as_bytes()]);
-        if let Some(decision) = self.decisions.get(&key, now_ms) {
+        if let Some(decision) = self.decisions.get(token, now_ms) {
             self.counters.decision_hits += 1;
             return to_step(decision.clone());
         }
@@ -245,7 +253,7 @@ impl Gate {
                     .saturating_add(self.config.leeway_s)
                     .saturating_mul(1000);
                 self.decisions
-                    .insert(key, decision.clone(), size, until, now_ms);
+                    .insert(Rc::from(token), decision.clone(), size, until, now_ms);
                 to_step(decision)
             }
             Err(TokenProblem::UnknownKey) => self
@@ -259,7 +267,7 @@ impl Gate {
         &self,
         token: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
-    ) -> Vec<(String, String)> {
+    ) -> Headers {
         let mut headers = claims::headers(&self.config.claim_headers, claims);
         if let Some(th) = &self.config.token_header {
             let value = match &th.scheme {
@@ -268,7 +276,7 @@ impl Gate {
             };
             headers.push((th.name.clone(), value));
         }
-        headers
+        headers.into()
     }
 
     fn check_client(
@@ -307,7 +315,7 @@ impl Gate {
             }) if fresh_enough && now_ms.saturating_add(EXPIRY_MARGIN_MS) < *exp_ms => {
                 if cache {
                     let local = LocalToken {
-                        token: token.clone(),
+                        token: Rc::from(token.as_str()),
                         refresh_at_ms: *refresh_at_ms,
                     };
                     self.tokens.insert(
@@ -600,6 +608,11 @@ impl Gate {
     /// Work the root context does on its timer: fetch the key set at start-up (retrying with
     /// backoff), refresh it periodically, and refresh client tokens ahead of expiry.
     pub fn background(&mut self, store: &mut dyn SharedStore, now_ms: u64) -> Vec<Fetch> {
+        if now_ms.saturating_sub(self.purged_ms) >= PURGE_EVERY_MS {
+            self.decisions.purge_expired(now_ms);
+            self.tokens.purge_expired(now_ms);
+            self.purged_ms = now_ms;
+        }
         let mut out = Vec::new();
         let record: Fetched<String> = store::read(store, &self.shared_key(&Resource::Jwks));
         let due = record.value.is_none()

@@ -811,7 +811,7 @@ fn shared_token_memory_is_bounded_by_buckets() {
 fn strip_list_covers_credentials_and_every_written_header() {
     let g = gate(r#","upstream_access_token_header":"x-access-token""#);
     assert_eq!(
-        g.strip_headers(),
+        *g.strip_headers(),
         [
             "authorization",
             "issuer_header",

@@ -14,6 +14,7 @@ pub mod jwks;
 pub mod outcome;
 pub mod policy;
 pub mod store;
+pub mod upstream;
 pub mod url;
 pub mod verify;
 

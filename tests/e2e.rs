@@ -343,9 +343,12 @@ async fn missing_scope_is_403_insufficient_scope() {
 #[tokio::test]
 async fn caller_copies_of_claim_headers_are_replaced() {
     let s = stack().await;
+    // Two copies each: overwriting one copy in place would leave the other to the upstream.
     let spoofed = |req: reqwest::RequestBuilder| {
         req.header("Issuer_Header", "https://evil.example.com")
+            .header("Issuer_Header", "https://evil.example.org")
             .header("X-Subject", "admin")
+            .header("X-Subject", "root")
             .header("X-Scopes", "spoof")
     };
     let a = s
@@ -368,6 +371,46 @@ async fn caller_copies_of_claim_headers_are_replaced() {
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.upstream("X-Subject"), None);
+}
+
+#[tokio::test]
+async fn a_second_authorization_header_never_reaches_upstream() {
+    let s = stack().await;
+    let good = s.idp_token().await;
+    let forged = testkit::keys::unsigned_token(&json!({"alg": "none"}), &json!({"sub": "admin"}));
+    for (first, second) in [(&good, &forged), (&forged, &good)] {
+        let a = s
+            .send(
+                s.http
+                    .get(s.envoy.url("/api"))
+                    .header("authorization", format!("Bearer {first}"))
+                    .header("authorization", format!("Bearer {second}")),
+            )
+            .await;
+        // Either refused, or only the verified token goes on: never the forged one.
+        if a.status == 200 {
+            assert_eq!(
+                a.upstream("authorization"),
+                Some(format!("Bearer {good}").as_str())
+            );
+        } else {
+            assert_invalid_token(&a);
+        }
+    }
+    let basic_then_forged = s
+        .send(
+            s.http
+                .get(s.envoy.url("/api"))
+                .basic_auth("demo-client", Some("demo-secret"))
+                .header("authorization", format!("Bearer {forged}")),
+        )
+        .await;
+    if basic_then_forged.status == 200 {
+        let upstream = basic_then_forged.upstream("authorization").unwrap_or("");
+        assert!(!upstream.contains(&forged), "{upstream:.60}");
+    } else {
+        assert_eq!(basic_then_forged.status, 401);
+    }
 }
 
 #[tokio::test]

@@ -36,8 +36,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A request header as text; a value that is not UTF-8 reads as absent-but-present garbage
-/// (`Some("")` would hide it, so it is passed as lossy text and fails parsing downstream).
+/// A request header as text. A value that is not UTF-8 is passed on as lossy text, so it
+/// fails parsing downstream rather than reading as absent.
 pub fn request_header(name: &str) -> Option<String> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
         .ok()

@@ -38,24 +38,35 @@ impl Request {
         }
     }
 
-    /// Extracts and strips the credential from the headers and query, then decides.
+    /// Extracts the credential from the headers and query, then decides.
     ///
     /// In proxy-wasm ABI 0.2.1 hosts (Envoy), pausing at headers also withholds the body
     /// from this filter until the request is resumed, and resuming sends the headers
     /// upstream. So the verdict is reached on headers; body credential fields are removed
     /// afterwards, and a credential found only in a body cannot be used (fails closed).
+    /// Nothing reaches the upstream but through [`apply`] of an allow, which strips every
+    /// caller copy of the credential and of the headers the filter writes.
     fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
-        let (authorization, path, content_type) = (
-            host::request_header("authorization"),
-            host::request_header(":path").unwrap_or_default(),
-            host::request_header("content-type"),
-        );
+        let (reads_query, reads_body) = {
+            let w = worker.borrow();
+            (w.gate.config().reads_query(), w.gate.config().reads_body())
+        };
+        // Only the headers this configuration needs: every read is a host call.
+        let authorization = host::request_header("authorization");
+        let path = match reads_query {
+            true => host::request_header(":path").unwrap_or_default(),
+            false => String::new(),
+        };
+        let content_type = match reads_body {
+            true => host::request_header("content-type"),
+            false => None,
+        };
         let view = RequestView {
             authorization: authorization.as_deref(),
             path: &path,
             content_type: content_type.as_deref(),
         };
-        let (extracted, realm) = {
+        let (extracted, realm, strip) = {
             let w = worker.borrow();
             let config = w.gate.config();
             if !end_of_stream && credentials::needs_body(config, &view) {
@@ -64,13 +75,10 @@ impl Request {
             (
                 credentials::extract(config, &view, None),
                 config.realm.clone(),
+                w.gate.strip_headers(),
             )
         };
 
-        // Strip before deciding: nothing below may reach the upstream with the caller's copy.
-        for name in worker.borrow().gate.strip_headers() {
-            host::remove_request_header(name);
-        }
         if let Some(p) = &extracted.new_path {
             host::set_request_header(":path", p);
         }
@@ -86,25 +94,30 @@ impl Request {
                     info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic");
                 }
                 worker.borrow_mut().denied(self.context_id, None, &denial);
-                apply(&Verdict::Deny(denial), &realm, false);
+                host::deny(&denial, &realm);
                 return Action::Pause;
             }
         };
-        self.decide(worker, &credential, &realm)
+        self.decide(worker, &credential, &realm, &strip)
     }
 
-    fn decide(&mut self, worker: &Shared, credential: &Credential, realm: &str) -> Action {
+    fn decide(
+        &mut self,
+        worker: &Shared,
+        credential: &Credential,
+        realm: &str,
+        strip: &[String],
+    ) -> Action {
+        let mut now_ms = self.started_ms;
         // A failed dispatch records a failure, so the second round answers 503.
         for _ in 0..2 {
-            let next = worker.borrow_mut().decide(
-                self.context_id,
-                credential,
-                self.started_ms,
-                host::now_ms(),
-            );
+            let next =
+                worker
+                    .borrow_mut()
+                    .decide(self.context_id, credential, self.started_ms, now_ms);
             match next {
                 Next::Now(verdict) => {
-                    apply(&verdict, realm, false);
+                    apply(&verdict, realm, strip, false);
                     return match verdict {
                         Verdict::Allow(_) => Action::Continue,
                         Verdict::Deny(_) => Action::Pause,
@@ -118,17 +131,14 @@ impl Request {
                             .track(token, fetch.resource, self.context_id);
                         return Action::Pause;
                     }
-                    Err(_) => worker
-                        .borrow_mut()
-                        .dispatch_failed(&fetch.resource, host::now_ms()),
+                    Err(_) => {
+                        now_ms = host::now_ms();
+                        worker.borrow_mut().dispatch_failed(&fetch.resource, now_ms)
+                    }
                 },
             }
         }
-        apply(
-            &Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 }),
-            realm,
-            false,
-        );
+        host::deny(&Denial::IdpUnavailable { retry_after_s: 1 }, realm);
         Action::Pause
     }
 }

@@ -14,8 +14,9 @@ use super::host::{self, HostStore};
 use super::metrics::Tally;
 use crate::cache::log_tag;
 use crate::credentials::Credential;
-use crate::gate::{Applied, Fetch, Gate, Resource, Step};
+use crate::gate::{Applied, Fetch, Gate, Headers, Resource, Step};
 use crate::outcome::Denial;
+use crate::upstream::{self, Edit};
 
 pub type Shared = Rc<RefCell<Worker>>;
 
@@ -36,7 +37,7 @@ struct InFlight {
 
 /// What to do to one request.
 pub enum Verdict {
-    Allow(Vec<(String, String)>),
+    Allow(Headers),
     Deny(Denial),
 }
 
@@ -309,10 +310,15 @@ pub fn pump(worker: &Shared, current: u32, mut fetches: Vec<Fetch>) {
             }
         }
         let (verdicts, more) = worker.borrow_mut().rerun(now);
-        let realm = worker.borrow().gate.config().realm.clone();
-        for (context, verdict) in verdicts {
-            if host::switch_to(context) {
-                apply(&verdict, &realm, true);
+        if !verdicts.is_empty() {
+            let (realm, strip) = {
+                let w = worker.borrow();
+                (w.gate.config().realm.clone(), w.gate.strip_headers())
+            };
+            for (context, verdict) in verdicts {
+                if host::switch_to(context) {
+                    apply(&verdict, &realm, &strip, true);
+                }
             }
         }
         host::switch_to(current);
@@ -323,12 +329,15 @@ pub fn pump(worker: &Shared, current: u32, mut fetches: Vec<Fetch>) {
     }
 }
 
-/// Applies a verdict to the effective context. `resume` when the request was paused.
-pub fn apply(verdict: &Verdict, realm: &str, resume: bool) {
+/// Applies a verdict to the effective context; `resume` when the request was paused.
+pub fn apply(verdict: &Verdict, realm: &str, strip: &[String], resume: bool) {
     match verdict {
         Verdict::Allow(headers) => {
-            for (name, value) in headers {
-                host::set_request_header(name, value);
+            for edit in upstream::edits(strip, headers) {
+                match edit {
+                    Edit::Set(name, value) => host::set_request_header(name, value),
+                    Edit::Remove(name) => host::remove_request_header(name),
+                }
             }
             if resume {
                 host::resume();
