@@ -4,9 +4,13 @@
 //! unknown `kty`, bad numbers) are skipped rather than failing the whole set, and a missing
 //! `alg` makes the key serve every algorithm of its type.
 
+use std::rc::Rc;
+
 use base64::Engine;
 use jwt_simple::prelude::*;
 use serde::Deserialize;
+
+use crate::rsa;
 
 /// The asymmetric algorithms accepted (SPEC §4). `none` and HMAC have no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +56,14 @@ impl Alg {
 /// A public key bound to one algorithm, so that a key can never be used with another
 /// algorithm than the one it was selected for.
 enum AlgKey {
-    RS256(RS256PublicKey),
-    RS384(RS384PublicKey),
-    RS512(RS512PublicKey),
+    /// RS256/384/512: this crate's verifier (`rsa.rs`), the key shared by the algorithms of
+    /// one JWK so its Montgomery constants are computed once.
+    Pkcs1(Rc<rsa::PublicKey>, rsa::Hash),
+    Library(Box<LibraryKey>),
+}
+
+/// A key jwt-simple verifies with (every algorithm but RS256/384/512).
+pub enum LibraryKey {
     PS256(PS256PublicKey),
     PS384(PS384PublicKey),
     PS512(PS512PublicKey),
@@ -68,21 +77,24 @@ pub type VerifyError = jwt_simple::Error;
 
 pub type Claims = JWTClaims<serde_json::Map<String, serde_json::Value>>;
 
-impl AlgKey {
-    fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
+impl LibraryKey {
+    pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
         let o = Some(options);
         match self {
-            AlgKey::RS256(k) => k.verify_token(token, o),
-            AlgKey::RS384(k) => k.verify_token(token, o),
-            AlgKey::RS512(k) => k.verify_token(token, o),
-            AlgKey::PS256(k) => k.verify_token(token, o),
-            AlgKey::PS384(k) => k.verify_token(token, o),
-            AlgKey::PS512(k) => k.verify_token(token, o),
-            AlgKey::ES256(k) => k.verify_token(token, o),
-            AlgKey::ES384(k) => k.verify_token(token, o),
-            AlgKey::EdDSA(k) => k.verify_token(token, o),
+            LibraryKey::PS256(k) => k.verify_token(token, o),
+            LibraryKey::PS384(k) => k.verify_token(token, o),
+            LibraryKey::PS512(k) => k.verify_token(token, o),
+            LibraryKey::ES256(k) => k.verify_token(token, o),
+            LibraryKey::ES384(k) => k.verify_token(token, o),
+            LibraryKey::EdDSA(k) => k.verify_token(token, o),
         }
     }
+}
+
+/// How to check a signature with one key.
+pub enum Verifier<'a> {
+    Pkcs1(&'a rsa::PublicKey, rsa::Hash),
+    Library(&'a LibraryKey),
 }
 
 /// A key usable for exactly one algorithm.
@@ -93,8 +105,11 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
-        self.key.verify(token, options)
+    pub fn verifier(&self) -> Verifier<'_> {
+        match &self.key {
+            AlgKey::Pkcs1(key, hash) => Verifier::Pkcs1(key, *hash),
+            AlgKey::Library(key) => Verifier::Library(key),
+        }
     }
 }
 
@@ -192,8 +207,9 @@ impl KeySet {
                     Some(_) => return,
                     None => &RSA_ALGS[..],
                 };
+                let pkcs1 = rsa::PublicKey::new(&n, &e).map(Rc::new);
                 for &alg in algs {
-                    if let Some(key) = rsa_key(alg, &n, &e) {
+                    if let Some(key) = rsa_key(alg, &n, &e, pkcs1.as_ref()) {
                         push(alg, key);
                     }
                 }
@@ -209,12 +225,12 @@ impl KeySet {
                 match (crv, declared) {
                     ("P-256", None | Some(Alg::ES256)) if x.len() == 32 && y.len() == 32 => {
                         if let Ok(k) = ES256PublicKey::from_bytes(&point) {
-                            push(Alg::ES256, AlgKey::ES256(k));
+                            push(Alg::ES256, AlgKey::Library(Box::new(LibraryKey::ES256(k))));
                         }
                     }
                     ("P-384", None | Some(Alg::ES384)) if x.len() == 48 && y.len() == 48 => {
                         if let Ok(k) = ES384PublicKey::from_bytes(&point) {
-                            push(Alg::ES384, AlgKey::ES384(k));
+                            push(Alg::ES384, AlgKey::Library(Box::new(LibraryKey::ES384(k))));
                         }
                     }
                     _ => {}
@@ -223,7 +239,7 @@ impl KeySet {
             ("OKP", Some("Ed25519")) if matches!(declared, None | Some(Alg::EdDSA)) => {
                 if let Some(x) = b64(&raw.x).filter(|x| x.len() == 32) {
                     if let Ok(k) = Ed25519PublicKey::from_bytes(&x) {
-                        push(Alg::EdDSA, AlgKey::EdDSA(k));
+                        push(Alg::EdDSA, AlgKey::Library(Box::new(LibraryKey::EdDSA(k))));
                     }
                 }
             }
@@ -267,14 +283,21 @@ impl KeySet {
     }
 }
 
-fn rsa_key(alg: Alg, n: &[u8], e: &[u8]) -> Option<AlgKey> {
-    Some(match alg {
-        Alg::RS256 => AlgKey::RS256(RS256PublicKey::from_components(n, e).ok()?),
-        Alg::RS384 => AlgKey::RS384(RS384PublicKey::from_components(n, e).ok()?),
-        Alg::RS512 => AlgKey::RS512(RS512PublicKey::from_components(n, e).ok()?),
-        Alg::PS256 => AlgKey::PS256(PS256PublicKey::from_components(n, e).ok()?),
-        Alg::PS384 => AlgKey::PS384(PS384PublicKey::from_components(n, e).ok()?),
-        Alg::PS512 => AlgKey::PS512(PS512PublicKey::from_components(n, e).ok()?),
-        _ => return None,
-    })
+fn rsa_key(alg: Alg, n: &[u8], e: &[u8], pkcs1: Option<&Rc<rsa::PublicKey>>) -> Option<AlgKey> {
+    let library = |key| Some(AlgKey::Library(Box::new(key)));
+    match alg {
+        Alg::RS256 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha256)),
+        Alg::RS384 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha384)),
+        Alg::RS512 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha512)),
+        Alg::PS256 => library(LibraryKey::PS256(
+            PS256PublicKey::from_components(n, e).ok()?,
+        )),
+        Alg::PS384 => library(LibraryKey::PS384(
+            PS384PublicKey::from_components(n, e).ok()?,
+        )),
+        Alg::PS512 => library(LibraryKey::PS512(
+            PS512PublicKey::from_components(n, e).ok()?,
+        )),
+        _ => None,
+    }
 }

@@ -13,6 +13,7 @@ pub mod idp;
 pub mod jwks;
 pub mod outcome;
 pub mod policy;
+pub mod rsa;
 pub mod store;
 pub mod upstream;
 pub mod url;

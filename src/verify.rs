@@ -8,8 +8,9 @@ use jwt_simple::prelude::*;
 use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
-use crate::jwks::{Alg, KeySet, Lookup};
+use crate::jwks::{Alg, KeySet, Lookup, Verifier};
 use crate::outcome::TokenProblem;
+use crate::rsa;
 
 /// Tokens larger than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -42,19 +43,78 @@ pub fn verify(
     };
     let mut problem = TokenProblem::BadSignature;
     for key in candidates {
-        let options = VerificationOptions {
-            // Our clock and our leeway, never the library's 15-minute default.
-            artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
-            time_tolerance: Some(Duration::from_secs(leeway_s)),
-            max_token_length: Some(MAX_TOKEN_BYTES),
-            ..VerificationOptions::default()
+        let checked = match key.verifier() {
+            Verifier::Pkcs1(key, hash) => verify_pkcs1(token, &meta, key, hash, now_s, leeway_s),
+            Verifier::Library(key) => {
+                let options = VerificationOptions {
+                    // Our clock and our leeway, never the library's 15-minute default.
+                    artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
+                    time_tolerance: Some(Duration::from_secs(leeway_s)),
+                    max_token_length: Some(MAX_TOKEN_BYTES),
+                    ..VerificationOptions::default()
+                };
+                key.verify(token, options)
+                    .map(|_| ())
+                    .map_err(|e| classify(&e))
+            }
         };
-        match key.verify(token, options) {
-            Ok(_) => return finish(token),
-            Err(e) => problem = classify(&e),
+        match checked {
+            Ok(()) => return finish(token),
+            Err(p) => problem = p,
         }
     }
     Err(problem)
+}
+
+/// RS256/384/512 with `rsa.rs`: the checks jwt-simple's `verify_token` makes for the other
+/// algorithms, in its order (form, header, signature, standard claim types, times), so the
+/// two paths accept and refuse the same tokens.
+fn verify_pkcs1(
+    token: &str,
+    meta: &TokenMetadata,
+    key: &rsa::PublicKey,
+    hash: rsa::Hash,
+    now_s: u64,
+    leeway_s: u64,
+) -> Result<(), TokenProblem> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenProblem::Malformed);
+    };
+    if meta.critical().is_some_and(|c| !c.is_empty()) {
+        return Err(TokenProblem::Malformed);
+    }
+    if let Some(typ) = meta.signature_type() {
+        let typ = typ.to_ascii_uppercase();
+        if typ != "JWT" && !typ.ends_with("+JWT") {
+            return Err(TokenProblem::Malformed);
+        }
+    }
+    let decode = |part: &str| {
+        Base64UrlSafeNoPadding::decode_to_vec(part, None).map_err(|_| TokenProblem::Malformed)
+    };
+    let signature = decode(signature)?;
+    let signed = token
+        .get(..header.len() + 1 + payload.len())
+        .ok_or(TokenProblem::Malformed)?;
+    if !key.verify(hash, signed.as_bytes(), &signature) {
+        return Err(TokenProblem::BadSignature);
+    }
+    let claims: JWTClaims<NoCustomClaims> =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| TokenProblem::Malformed)?;
+    let secs = |t: Option<UnixTimeStamp>| t.map(|t| t.as_secs());
+    if secs(claims.issued_at).is_some_and(|iat| iat > now_s.saturating_add(leeway_s)) {
+        return Err(TokenProblem::IssuedInFuture);
+    }
+    if secs(claims.invalid_before).is_some_and(|nbf| now_s.saturating_add(leeway_s) < nbf) {
+        return Err(TokenProblem::NotYetValid);
+    }
+    if secs(claims.expires_at).is_some_and(|exp| now_s < leeway_s || now_s - leeway_s > exp) {
+        return Err(TokenProblem::Expired);
+    }
+    Ok(())
 }
 
 /// The signature is good: read every claim (jwt-simple keeps only the standard ones typed).
@@ -151,9 +211,19 @@ fn classify(e: &jwt_simple::Error) -> TokenProblem {
         Some(JWTError::ClockDrift) => TokenProblem::IssuedInFuture,
         Some(JWTError::InvalidSignature) => TokenProblem::BadSignature,
         Some(JWTError::AlgorithmMismatch) => TokenProblem::DisallowedAlgorithm,
-        Some(JWTError::CompactEncodingError | JWTError::HeaderTooLarge) => TokenProblem::Malformed,
-        // Signature checks come before claim parsing, so anything else means the signed
-        // bytes did not verify or did not parse as claims.
+        Some(
+            JWTError::CompactEncodingError
+            | JWTError::HeaderTooLarge
+            | JWTError::UnknownCriticalExtension
+            | JWTError::NotJWT,
+        ) => TokenProblem::Malformed,
+        // A part that is not base64url, or signed claims that are not the JSON a JWT holds.
+        _ if e.downcast_ref::<serde_json::Error>().is_some()
+            || e.downcast_ref::<jwt_simple::reexports::ct_codecs::Error>()
+                .is_some() =>
+        {
+            TokenProblem::Malformed
+        }
         _ => TokenProblem::BadSignature,
     }
 }
@@ -190,6 +260,94 @@ mod tests {
         ] {
             assert_eq!(check(payload), Err(TokenProblem::Malformed), "{payload}");
         }
+    }
+
+    /// The RS256/384/512 path (`verify_pkcs1`) and jwt-simple's own must agree on every
+    /// token: the same accepted, the same refused, for the same reason.
+    #[test]
+    fn the_rsa_path_and_jwt_simple_agree() {
+        let c = testkit::keys::jwks(&["rsa-1"]);
+        let jwk = &c["keys"][0];
+        let field = |f: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwk[f].as_str().unwrap())
+                .unwrap()
+        };
+        let (n, e) = (field("n"), field("e"));
+        let ours = rsa::PublicKey::new(&n, &e).unwrap();
+        let theirs = RS256PublicKey::from_components(&n, &e).unwrap();
+        let sig = || Sig::Key {
+            kid: "rsa-1",
+            alg: "RS256",
+        };
+        let good_header = r#"{"alg":"RS256","kid":"rsa-1"}"#;
+        let mut tokens = vec![];
+        for (header, payload) in [
+            (good_header, r#"{"exp":1800000060}"#),
+            (good_header, r#"{"exp":1799999999}"#),
+            (good_header, r#"{"exp":1800000000}"#),
+            (good_header, r#"{"exp":1800000060,"nbf":1800000010}"#),
+            (good_header, r#"{"exp":1800000060,"nbf":1800000005}"#),
+            (good_header, r#"{"exp":1800000060,"iat":1800000010}"#),
+            (good_header, r#"{"exp":1800000060,"iat":1800000005}"#),
+            (good_header, r#"{"exp":"1800000060"}"#),
+            (good_header, r#"{"exp":1800000060,"aud":{"a":1}}"#),
+            (good_header, r#"{"exp":1800000060,"iss":7}"#),
+            (
+                good_header,
+                r#"{"exp":1800000060,"aud":["a","b"],"sub":"s"}"#,
+            ),
+            (good_header, r#"["exp"]"#),
+            (good_header, "not json"),
+            (
+                r#"{"alg":"RS256","kid":"rsa-1","crit":["exp"]}"#,
+                r#"{"exp":1800000060}"#,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"rsa-1","crit":[]}"#,
+                r#"{"exp":1800000060}"#,
+            ),
+            (r#"{"alg":"RS256","typ":"at+jwt"}"#, r#"{"exp":1800000060}"#),
+            (r#"{"alg":"RS256","typ":"JOSE"}"#, r#"{"exp":1800000060}"#),
+        ] {
+            tokens.push(jws(header.as_bytes(), payload.as_bytes(), sig()));
+        }
+        let good = tokens[0].clone();
+        let (signed, signature) = good.rsplit_once('.').unwrap();
+        tokens.push(format!("{good}."));
+        tokens.push(format!("{good}="));
+        tokens.push(format!("{signed}.{}", &signature[1..]));
+        tokens.push(format!("{signed}X.{signature}"));
+        tokens.push(format!("{signed}.{signature}A"));
+        tokens.push(signed.to_string());
+        for token in &tokens {
+            let Ok(meta) = Token::decode_metadata(token) else {
+                continue;
+            };
+            let options = VerificationOptions {
+                artificial_time: Some(UnixTimeStamp::from_secs(NOW_S)),
+                time_tolerance: Some(Duration::from_secs(5)),
+                max_token_length: Some(MAX_TOKEN_BYTES),
+                ..VerificationOptions::default()
+            };
+            let library = theirs
+                .verify_token::<NoCustomClaims>(token, Some(options))
+                .map(|_| ())
+                .map_err(|e| classify(&e));
+            let pkcs1 = verify_pkcs1(token, &meta, &ours, rsa::Hash::Sha256, NOW_S, 5);
+            assert_eq!(pkcs1, library, "{token}");
+        }
+        assert_eq!(
+            verify_pkcs1(
+                &good,
+                &Token::decode_metadata(&good).unwrap(),
+                &ours,
+                rsa::Hash::Sha256,
+                NOW_S,
+                5
+            ),
+            Ok(())
+        );
     }
 
     #[test]
