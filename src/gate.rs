@@ -286,6 +286,26 @@ impl Gate {
         started_ms: u64,
         now_ms: u64,
     ) -> Step {
+        match self.client_step(store, client, started_ms, now_ms) {
+            // The IdP issued a token signed with a key it has not published to us yet (it
+            // is rotating, and the refetch allowance is spent): not the client's fault, so
+            // not 401. Retry after the allowance comes back.
+            Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)) => {
+                Step::Deny(Denial::IdpUnavailable {
+                    retry_after_s: self.config.rediscovery_ms.div_ceil(1000).max(1),
+                })
+            }
+            step => step,
+        }
+    }
+
+    fn client_step(
+        &mut self,
+        store: &mut dyn SharedStore,
+        client: &ClientCredentials,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Step {
         if let Some(allowed) = &self.config.client_ids {
             if !allowed.contains(&client.id) {
                 return Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed));

@@ -457,6 +457,41 @@ fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
 }
 
 #[test]
+fn a_client_token_signed_with_a_key_not_yet_published_is_503_not_401() {
+    let (mut g, mut store, mut idp) = setup();
+    run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &Credential::Bearer(token(1, json!({}))),
+        T0,
+    );
+    // The IdP starts signing with rsa-2 before publishing it.
+    idp.token_key = 2;
+    let step = run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &client("svc", "good"),
+        T0 + 1000,
+    );
+    assert!(
+        matches!(step, Step::Deny(Denial::IdpUnavailable { retry_after_s }) if retry_after_s >= 1),
+        "{step:?}"
+    );
+    // Once published (and the refetch allowance is back), the same client passes.
+    idp.keys = vec![1, 2];
+    let step = run(
+        &mut g,
+        &mut store,
+        &mut idp,
+        &client("svc", "good"),
+        T0 + 61_000,
+    );
+    assert!(matches!(step, Step::Allow(_)), "{step:?}");
+}
+
+#[test]
 fn client_credentials_exchange_cache_and_wrong_secret() {
     let (mut g, mut store, mut idp) = setup();
     let good = client("svc", "good");
