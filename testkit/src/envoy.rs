@@ -309,6 +309,11 @@ impl Envoy {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The Envoy process id, while it runs: for reading its memory from `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The rendered configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("envoy.yaml")

@@ -4,6 +4,7 @@
 //! - [`echo`]: an upstream that answers with what it received.
 //! - [`envoy`]: runs a real Envoy with the built filter from a YAML template.
 //! - [`keys`]: the fixture keys, JWKs, and hand-built tokens.
+//! - [`load`]: what the long runs (`soak`, `memory`) share: the stack, memory sampling, reports.
 //!
 //! Everything listens on 127.0.0.1 only, on free ports unless asked otherwise.
 
@@ -16,6 +17,7 @@ pub mod echo;
 pub mod envoy;
 pub mod idp;
 pub mod keys;
+pub mod load;
 mod server;
 
 #[doc(hidden)]
