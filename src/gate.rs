@@ -313,6 +313,8 @@ impl Gate {
         }
         let key = self.client_key(client);
         let cache = self.config.cache_tokens;
+        // This VM's copy, still usable (the cache drops it EXPIRY_MARGIN_MS before `exp`).
+        let mut local_token = None;
         if cache {
             if let Some(local) = self.tokens.get(&key, now_ms) {
                 if now_ms < local.refresh_at_ms {
@@ -321,6 +323,7 @@ impl Gate {
                     return self.check_token(store, &token, now_ms);
                 }
                 // Due for refresh: another worker may have refreshed it already.
+                local_token = Some(local.token.clone());
             }
         }
         self.counters.token_misses += 1;
@@ -356,7 +359,16 @@ impl Gate {
             {
                 Step::Deny(Denial::InvalidClient)
             }
-            _ => self.fetch_step(store, Resource::Token(key), Some(client), now_ms),
+            // The shared entry is gone (other credentials took its bucket slot) or being
+            // refetched, but this VM's copy is still good: serve it and refresh in the
+            // background, so neither churn nor an IdP outage refuses a cached client.
+            _ => match local_token {
+                Some(token) => {
+                    self.queue_refresh(key, client);
+                    self.check_token(store, &token, now_ms)
+                }
+                None => self.fetch_step(store, Resource::Token(key), Some(client), now_ms),
+            },
         }
     }
 
@@ -646,7 +658,9 @@ impl Gate {
             let entry = self.read_entry(store, &key);
             let still_due = match &entry.value {
                 Some(TokenValue::Issued { refresh_at_ms, .. }) => now_ms >= *refresh_at_ms,
-                _ => false,
+                Some(TokenValue::Rejected { .. }) => false,
+                // Evicted from its shared bucket while a VM still serves its copy.
+                None => !entry.is_busy(now_ms) && entry.retry_at_ms <= now_ms,
             };
             if still_due {
                 if let Step::Fetch(f) =

@@ -492,6 +492,46 @@ fn a_client_token_signed_with_a_key_not_yet_published_is_503_not_401() {
 }
 
 #[test]
+fn churn_of_other_credentials_never_refuses_a_cached_client_while_the_idp_is_down() {
+    let (mut g, mut store, mut idp) = setup();
+    let good = client("svc", "good");
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &good, T0),
+        Step::Allow(_)
+    ));
+    // Far more distinct wrong secrets than the shared buckets hold (256 × 8): the good
+    // client's shared entry is evicted.
+    for i in 0..6000 {
+        let bad = client("svc", &format!("wrong-{i}"));
+        run(&mut g, &mut store, &mut idp, &bad, T0 + 1);
+    }
+    assert!(!matches!(
+        g.read_entry(
+            &store,
+            &g.client_key(match &good {
+                Credential::Client(c) => c,
+                _ => unreachable!(),
+            })
+        )
+        .value,
+        Some(TokenValue::Issued { .. })
+    ));
+    // Past the refresh point, with the IdP down: this VM's copy still serves.
+    idp.up = false;
+    let later = T0 + 3_000_000;
+    let step = run(&mut g, &mut store, &mut idp, &good, later);
+    assert!(matches!(step, Step::Allow(_)), "{step:?}");
+    // And the background refresh brings the shared entry back once the IdP is up.
+    idp.up = true;
+    for f in g.background(&mut store, later + 60_000) {
+        let (status, body) = idp.answer(&f, later + 60_000);
+        g.on_answer(&mut store, &f.resource, status, &body, later + 60_000);
+    }
+    let step = run(&mut g, &mut store, &mut idp, &good, later + 60_001);
+    assert!(matches!(step, Step::Allow(_)), "{step:?}");
+}
+
+#[test]
 fn client_credentials_exchange_cache_and_wrong_secret() {
     let (mut g, mut store, mut idp) = setup();
     let good = client("svc", "good");
