@@ -4,7 +4,7 @@
 //! unknown `kty`, bad numbers) are skipped rather than failing the whole set, and a missing
 //! `alg` makes the key serve every algorithm of its type.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use base64::Engine;
 use jwt_simple::prelude::*;
@@ -58,7 +58,7 @@ impl Alg {
 enum AlgKey {
     /// RS256/384/512: this crate's verifier (`rsa.rs`), the key shared by the algorithms of
     /// one JWK so its Montgomery constants are computed once.
-    Pkcs1(Rc<rsa::PublicKey>, rsa::Hash),
+    Pkcs1(Arc<rsa::PublicKey>, rsa::Hash),
     Library(Box<LibraryKey>),
 }
 
@@ -207,7 +207,7 @@ impl KeySet {
                     Some(_) => return,
                     None => &RSA_ALGS[..],
                 };
-                let pkcs1 = rsa::PublicKey::new(&n, &e).map(Rc::new);
+                let pkcs1 = rsa::PublicKey::new(&n, &e).map(Arc::new);
                 for &alg in algs {
                     if let Some(key) = rsa_key(alg, &n, &e, pkcs1.as_ref()) {
                         push(alg, key);
@@ -283,7 +283,7 @@ impl KeySet {
     }
 }
 
-fn rsa_key(alg: Alg, n: &[u8], e: &[u8], pkcs1: Option<&Rc<rsa::PublicKey>>) -> Option<AlgKey> {
+fn rsa_key(alg: Alg, n: &[u8], e: &[u8], pkcs1: Option<&Arc<rsa::PublicKey>>) -> Option<AlgKey> {
     let library = |key| Some(AlgKey::Library(Box::new(key)));
     match alg {
         Alg::RS256 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha256)),
