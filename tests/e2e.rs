@@ -17,108 +17,30 @@ use testkit::echo::Echo;
 use testkit::envoy::{Envoy, EnvoyOpts};
 use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
 
-struct Stack {
-    idp: MockIdp,
-    echo: Echo,
-    envoy: Envoy,
-    http: reqwest::Client,
-}
-
-fn template() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/e2e.yaml")
-}
+mod common;
+use common::{Answer, Stack};
 
 /// The configuration every test starts from; `extra` keys are merged over it.
-fn filter_config(idp: &MockIdp, extra: Value) -> Value {
-    let mut config = json!({
-        "issuer": idp.issuer(),
-        "idp_cluster": "idp",
-        "timeout": 2000,
-        "upstream_headers_claims": ["iss", "sub", "scp"],
-        "upstream_headers_names": ["Issuer_Header", "X-Subject", "X-Scopes"],
-    });
-    if let (Some(base), Some(more)) = (config.as_object_mut(), extra.as_object()) {
-        for (k, v) in more {
-            base.insert(k.clone(), v.clone());
-        }
-    }
-    config
+fn filter_config(extra: Value) -> Value {
+    common::merged(
+        json!({
+            "timeout": 2000,
+            "upstream_headers_claims": ["iss", "sub", "scp"],
+            "upstream_headers_names": ["Issuer_Header", "X-Subject", "X-Scopes"],
+        }),
+        extra,
+    )
 }
 
 async fn stack_with(extra: Value, concurrency: u32) -> Stack {
-    let idp = MockIdp::start().await;
-    let echo = Echo::start().await;
-    let envoy = Envoy::start(EnvoyOpts {
-        template: template(),
-        filter_config: filter_config(&idp, extra),
-        idp_port: idp.port(),
-        echo_port: echo.port,
-        concurrency,
-    })
-    .await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    Stack {
-        idp,
-        echo,
-        envoy,
-        http,
-    }
+    common::start(MockIdp::start().await, filter_config(extra), concurrency).await
 }
 
 async fn stack() -> Stack {
     stack_with(json!({}), 1).await
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Answer {
-    /// A header the upstream received (the echo lower-cases names).
-    fn upstream(&self, name: &str) -> Option<&str> {
-        self.body["headers"][name.to_ascii_lowercase()].as_str()
-    }
-    fn www_authenticate(&self) -> &str {
-        self.headers
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
 impl Stack {
-    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
-        let resp = req.send().await.expect("Envoy answers");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-    async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(self.envoy.url(path))).await
-    }
-    async fn basic(&self, id: &str, secret: &str) -> Answer {
-        self.send(
-            self.http
-                .get(self.envoy.url("/api"))
-                .basic_auth(id, Some(secret)),
-        )
-        .await
-    }
-    async fn bearer(&self, token: &str) -> Answer {
-        self.send(self.http.get(self.envoy.url("/api")).bearer_auth(token))
-            .await
-    }
     /// A token straight from the IdP, as a caller with its own client would get one.
     async fn idp_token(&self) -> String {
         let resp: Value = self
@@ -509,22 +431,7 @@ async fn idp_errors_and_garbage_are_503_never_401() {
 async fn envoy_started_with_the_idp_down_recovers_when_it_comes_up() {
     let idp = MockIdp::start().await;
     idp.down().await;
-    let echo = Echo::start().await;
-    let envoy = Envoy::start(EnvoyOpts {
-        template: template(),
-        filter_config: filter_config(&idp, json!({"timeout": 500})),
-        idp_port: idp.port(),
-        echo_port: echo.port,
-        concurrency: 1,
-    })
-    .await;
-    let http = reqwest::Client::new();
-    let s = Stack {
-        idp,
-        echo,
-        envoy,
-        http,
-    };
+    let s = common::start(idp, filter_config(json!({"timeout": 500})), 1).await;
     assert_eq!(s.basic("demo-client", "demo-secret").await.status, 503);
     s.idp.up().await;
     let mut status = 0;
@@ -664,11 +571,11 @@ async fn an_invalid_configuration_is_refused_naming_the_key() {
     let echo = Echo::start().await;
     let config = json!({"issuer": idp.issuer(), "leeway": "soon"});
     let log = Envoy::start_expect_failure(EnvoyOpts {
-        template: template(),
         filter_config: config,
         idp_port: idp.port(),
         echo_port: echo.port,
         concurrency: 1,
+        ..EnvoyOpts::default()
     })
     .await;
     assert!(log.contains("invalid configuration: `leeway`"), "{log}");

@@ -15,95 +15,27 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use testkit::echo::Echo;
-use testkit::envoy::{Envoy, EnvoyOpts};
 use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
 
-struct Stack {
-    idp: MockIdp,
-    echo: Echo,
-    envoy: Envoy,
-    http: reqwest::Client,
-}
-
-fn template() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/e2e.yaml")
-}
-
-fn filter_config(idp: &MockIdp, extra: Value) -> Value {
-    let mut config = json!({
-        "issuer": idp.issuer(),
-        "idp_cluster": "idp",
-        "timeout": 1000,
-        "upstream_headers_claims": ["iss", "sub"],
-        "upstream_headers_names": ["Issuer_Header", "X-Subject"],
-    });
-    if let (Some(base), Some(more)) = (config.as_object_mut(), extra.as_object()) {
-        for (k, v) in more {
-            base.insert(k.clone(), v.clone());
-        }
-    }
-    config
-}
+mod common;
+use common::{Answer, Stack};
 
 /// Starts Envoy in front of an IdP that `prepare` has already set up (faults, key sets).
 async fn stack_with(extra: Value, prepare: impl FnOnce(&MockIdp)) -> Stack {
     let idp = MockIdp::start().await;
     prepare(&idp);
-    let echo = Echo::start().await;
-    let envoy = Envoy::start(EnvoyOpts {
-        template: template(),
-        filter_config: filter_config(&idp, extra),
-        idp_port: idp.port(),
-        echo_port: echo.port,
-        concurrency: 1,
-    })
-    .await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    Stack {
-        idp,
-        echo,
-        envoy,
-        http,
-    }
-}
-
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+    let config = common::merged(
+        json!({
+            "timeout": 1000,
+            "upstream_headers_claims": ["iss", "sub"],
+            "upstream_headers_names": ["Issuer_Header", "X-Subject"],
+        }),
+        extra,
+    );
+    common::start(idp, config, 1).await
 }
 
 impl Stack {
-    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
-        let resp = req.send().await.expect("Envoy answers");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-    async fn basic(&self, id: &str, secret: &str) -> Answer {
-        self.send(
-            self.http
-                .get(self.envoy.url("/api"))
-                .basic_auth(id, Some(secret)),
-        )
-        .await
-    }
-    async fn bearer(&self, token: &str) -> Answer {
-        self.send(self.http.get(self.envoy.url("/api")).bearer_auth(token))
-            .await
-    }
-    async fn anonymous(&self) -> Answer {
-        self.send(self.http.get(self.envoy.url("/api"))).await
-    }
     /// Asks with `ask` every 250 ms until it answers `want` or `within` passes; the last status.
     async fn poll<F, Fut>(&self, want: u16, within: Duration, ask: F) -> u16
     where
