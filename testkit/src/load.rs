@@ -92,6 +92,28 @@ pub async fn interrupted() {
     }
 }
 
+/// A long run's `main`: drives `run` until it ends or the process is interrupted, and gives
+/// the exit code: 0 if it passed, 1 if it failed, 2 if it could not run. Returned rather than
+/// exited with, so that the runtime shuts down and drops every task's share of the [`Stack`],
+/// which stops Envoy.
+pub async fn run_main<E: std::fmt::Display>(
+    name: &str,
+    run: impl std::future::Future<Output = Result<bool, E>>,
+) -> std::process::ExitCode {
+    let outcome = tokio::select! {
+        outcome = run => outcome.map_err(|e| e.to_string()),
+        () = interrupted() => Err("interrupted".to_string()),
+    };
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// Envoy's memory at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EnvoyMemory {

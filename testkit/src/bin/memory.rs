@@ -173,19 +173,8 @@ struct Run {
 }
 
 #[tokio::main]
-async fn main() {
-    let outcome = tokio::select! {
-        outcome = run() => outcome,
-        () = load::interrupted() => Err("interrupted".into()),
-    };
-    match outcome {
-        Ok(true) => {}
-        Ok(false) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("memory: {e}");
-            std::process::exit(2);
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    load::run_main("memory", run()).await
 }
 
 /// `Ok(false)`: the run completed but not every answer was 200.

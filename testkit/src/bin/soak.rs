@@ -874,19 +874,8 @@ struct Settings {
 }
 
 #[tokio::main]
-async fn main() {
-    let outcome = tokio::select! {
-        outcome = run() => outcome,
-        () = load::interrupted() => Err("interrupted".into()),
-    };
-    match outcome {
-        Ok(true) => {}
-        Ok(false) => std::process::exit(1),
-        Err(e) => {
-            eprintln!("soak: {e}");
-            std::process::exit(2);
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    load::run_main("soak", run()).await
 }
 
 fn filter_config() -> Value {
