@@ -93,7 +93,7 @@ impl Harness {
 
     /// Runs a bearer request to completion the way the adapter does.
     fn run(&mut self, token: &str, now_ms: u64) -> Step {
-        let cred = Credential::Bearer(token.to_string());
+        let cred = Credential::Bearer(token.to_string().into());
         for _ in 0..10 {
             match self
                 .gate

@@ -2,14 +2,15 @@
 //! credential field from what goes upstream.
 
 use std::fmt;
+use std::rc::Rc;
 
 use base64::Engine;
 
 use crate::config::Config;
 use crate::outcome::{Denial, TokenProblem};
 
-/// A client secret: never printed, never compared outside a hash.
-#[derive(Clone, PartialEq, Eq)]
+/// A client secret: never printed, never sent anywhere but to the token endpoint.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {
@@ -27,7 +28,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientCredentials {
     pub id: String,
     pub secret: Secret,
@@ -36,7 +37,7 @@ pub struct ClientCredentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
     Client(ClientCredentials),
-    Bearer(String),
+    Bearer(Rc<str>),
 }
 
 /// The parts of a request that can carry a credential.
@@ -142,7 +143,7 @@ fn from_authorization(
         if rest.is_empty() || rest.contains(' ') {
             Some(Err(Denial::InvalidToken(TokenProblem::Malformed)))
         } else {
-            Some(Ok(Credential::Bearer(rest.to_string())))
+            Some(Ok(Credential::Bearer(rest.into())))
         }
     } else {
         None
@@ -170,6 +171,9 @@ fn client(id: String, secret: String) -> Option<Credential> {
 }
 
 fn form_decode(s: &str) -> String {
+    if !s.contains(['%', '+']) {
+        return s.to_string();
+    }
     form_urlencoded::parse(format!("k={s}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
@@ -245,7 +249,7 @@ fn from_query(query: &str, cc: bool, bearer: bool) -> (Option<Credential>, Optio
     }
     let cred = match (id.zip(secret).and_then(|(i, s)| client(i, s)), token) {
         (Some(c), _) => Some(c),
-        (None, Some(t)) if !t.is_empty() => Some(Credential::Bearer(t)),
+        (None, Some(t)) if !t.is_empty() => Some(Credential::Bearer(t.into())),
         _ => None,
     };
     (cred, changed.then(|| kept.join("&")))

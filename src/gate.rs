@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use std::rc::Rc;
 
-use crate::cache::{key_of, BoundedCache, Key, TailHash};
+use crate::cache::{key_of, BoundedCache, Key, TokenKey};
 use crate::claims;
 use crate::config::Config;
 use crate::credentials::{ClientCredentials, Credential};
@@ -143,9 +143,12 @@ pub struct Gate {
     keys_version: u64,
     endpoints: Option<Endpoints>,
     /// Outcome per token, for tokens whose signature verified.
-    decisions: BoundedCache<Rc<str>, Decision, TailHash>,
+    decisions: BoundedCache<TokenKey, Decision>,
     /// Client-credential tokens per credential hash, this VM's copy of the shared bucket.
     tokens: BoundedCache<Key, LocalToken>,
+    /// The credential hash per credential: a SHA-256 costs more in V8 than the rest of a
+    /// cached client's request, so it is computed once per credential, not per request.
+    client_keys: BoundedCache<ClientCredentials, Key>,
     purged_ms: u64,
     refresh: Vec<(Key, ClientCredentials)>,
     shared_prefix: String,
@@ -174,6 +177,7 @@ impl Gate {
             endpoints: None,
             decisions: BoundedCache::new(DECISION_ENTRIES, DECISION_BYTES),
             tokens: BoundedCache::new(TOKEN_ENTRIES, TOKEN_BYTES),
+            client_keys: BoundedCache::new(TOKEN_ENTRIES, TOKEN_BYTES),
             purged_ms: 0,
             refresh: Vec::new(),
             shared_prefix,
@@ -223,11 +227,12 @@ impl Gate {
         }
     }
 
-    fn check_token(&mut self, store: &mut dyn SharedStore, token: &str, now_ms: u64) -> Step {
+    fn check_token(&mut self, store: &mut dyn SharedStore, token: &Rc<str>, now_ms: u64) -> Step {
         if token.len() > MAX_TOKEN_BYTES {
             return Step::Deny(Denial::InvalidToken(TokenProblem::TooLarge));
         }
-        if let Some(decision) = self.decisions.get(token, now_ms) {
+        let key = TokenKey(token.clone());
+        if let Some(decision) = self.decisions.get(&key, now_ms) {
             self.counters.decision_hits += 1;
             return to_step(decision.clone());
         }
@@ -253,7 +258,7 @@ impl Gate {
                     .saturating_add(self.config.leeway_s)
                     .saturating_mul(1000);
                 self.decisions
-                    .insert(Rc::from(token), decision.clone(), size, until, now_ms);
+                    .insert(key, decision.clone(), size, until, now_ms);
                 to_step(decision)
             }
             Err(TokenProblem::UnknownKey) => self
@@ -311,7 +316,7 @@ impl Gate {
                 return Step::Deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed));
             }
         }
-        let key = self.client_key(client);
+        let key = self.client_key(client, now_ms);
         let cache = self.config.cache_tokens;
         // This VM's copy, still usable (the cache drops it EXPIRY_MARGIN_MS before `exp`).
         let mut local_token = None;
@@ -336,9 +341,10 @@ impl Gate {
                 exp_ms,
                 refresh_at_ms,
             }) if fresh_enough && now_ms.saturating_add(EXPIRY_MARGIN_MS) < *exp_ms => {
+                let token: Rc<str> = Rc::from(token.as_str());
                 if cache {
                     let local = LocalToken {
-                        token: Rc::from(token.as_str()),
+                        token: token.clone(),
                         refresh_at_ms: *refresh_at_ms,
                     };
                     self.tokens.insert(
@@ -352,7 +358,7 @@ impl Gate {
                         self.queue_refresh(key, client);
                     }
                 }
-                self.check_token(store, token, now_ms)
+                self.check_token(store, &token, now_ms)
             }
             Some(TokenValue::Rejected { until_ms })
                 if *until_ms > now_ms || entry.fetched_ms >= started_ms =>
@@ -372,14 +378,21 @@ impl Gate {
         }
     }
 
-    fn client_key(&self, client: &ClientCredentials) -> Key {
-        key_of(&[
+    fn client_key(&mut self, client: &ClientCredentials, now_ms: u64) -> Key {
+        if let Some(key) = self.client_keys.get(client, now_ms) {
+            return *key;
+        }
+        let key = key_of(&[
             b"client",
             self.config.issuer.as_bytes(),
             client.id.as_bytes(),
             client.secret.expose().as_bytes(),
             self.config.scopes.join(" ").as_bytes(),
-        ])
+        ]);
+        let bytes = client.id.len() + client.secret.expose().len() + 96;
+        self.client_keys
+            .insert(client.clone(), key, bytes, u64::MAX, now_ms);
+        key
     }
 
     fn queue_refresh(&mut self, key: Key, client: &ClientCredentials) {

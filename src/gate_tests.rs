@@ -167,7 +167,7 @@ fn bearer_allowed_after_discovery_and_jwks_with_claim_headers() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(t.clone()),
+        &Credential::Bearer(t.clone().into()),
         T0,
     );
     assert_eq!(
@@ -179,7 +179,13 @@ fn bearer_allowed_after_discovery_and_jwks_with_claim_headers() {
     assert_eq!(idp.calls, vec!["discovery", "jwks"]);
     // Verified once; the second time is a cache hit and the IdP hears nothing.
     assert_eq!(
-        run(&mut g, &mut store, &mut idp, &Credential::Bearer(t), T0 + 1),
+        run(
+            &mut g,
+            &mut store,
+            &mut idp,
+            &Credential::Bearer(t.into()),
+            T0 + 1
+        ),
         step
     );
     assert_eq!(idp.calls.len(), 2);
@@ -193,14 +199,14 @@ fn a_second_worker_uses_the_shared_key_set() {
         &mut a,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     let step = run(
         &mut b,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({"jti":"x"}))),
+        &Credential::Bearer(token(1, json!({"jti":"x"})).into()),
         T0,
     );
     assert!(matches!(step, Step::Allow(_)));
@@ -217,7 +223,7 @@ fn concurrent_first_requests_cause_one_fetch() {
         &mut a,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     let Step::Fetch(fetch) = a.authenticate(&mut store, &cred, T0, T0) else {
@@ -262,7 +268,7 @@ fn time_checks_use_leeway_exactly() {
                 &mut g,
                 &mut store,
                 &mut idp,
-                &Credential::Bearer(token(1, claims.clone())),
+                &Credential::Bearer(token(1, claims.clone()).into()),
                 T0
             ),
             want,
@@ -279,7 +285,7 @@ fn time_checks_use_leeway_exactly() {
             &mut lenient,
             &mut store,
             &mut idp,
-            &Credential::Bearer(token(1, claims.clone())),
+            &Credential::Bearer(token(1, claims.clone()).into()),
             T0,
         );
         assert!(matches!(step, Step::Allow(_)), "{claims}: {step:?}");
@@ -293,7 +299,7 @@ fn time_checks_use_leeway_exactly() {
             &mut lenient,
             &mut store,
             &mut idp,
-            &Credential::Bearer(token(1, claims.clone())),
+            &Credential::Bearer(token(1, claims.clone()).into()),
             T0,
         );
         assert!(
@@ -306,7 +312,7 @@ fn time_checks_use_leeway_exactly() {
 #[test]
 fn a_cached_allow_ends_when_the_token_expires() {
     let (mut g, mut store, mut idp) = setup();
-    let t = Credential::Bearer(token(1, json!({"exp": T0 / 1000 + 60})));
+    let t = Credential::Bearer(token(1, json!({"exp": T0 / 1000 + 60})).into());
     assert!(matches!(
         run(&mut g, &mut store, &mut idp, &t, T0),
         Step::Allow(_)
@@ -330,7 +336,7 @@ fn issuer_audience_client_and_scope() {
             &mut g,
             &mut store,
             &mut idp,
-            &Credential::Bearer(token(1, claims)),
+            &Credential::Bearer(token(1, claims).into()),
             T0,
         )
     };
@@ -398,7 +404,7 @@ fn forged_and_odd_tokens_are_rejected() {
             &mut g,
             &mut store,
             &mut idp,
-            &Credential::Bearer(t.clone()),
+            &Credential::Bearer(t.clone().into()),
             T0,
         );
         assert_eq!(
@@ -419,12 +425,12 @@ fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     assert_eq!(idp.count("jwks"), 1);
     // rsa-2 is not published: within 30 s of the last fetch, no refetch at all.
-    let rotated = Credential::Bearer(token(2, json!({})));
+    let rotated = Credential::Bearer(token(2, json!({})).into());
     assert_eq!(
         run(&mut g, &mut store, &mut idp, &rotated, T0 + 1000),
         Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
@@ -449,7 +455,7 @@ fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
         &mut other,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(2, json!({"jti":"o"}))),
+        &Credential::Bearer(token(2, json!({"jti":"o"})).into()),
         T0 + 61_000,
     );
     assert!(matches!(step, Step::Allow(_)));
@@ -463,7 +469,7 @@ fn a_client_token_signed_with_a_key_not_yet_published_is_503_not_401() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     // The IdP starts signing with rsa-2 before publishing it.
@@ -505,10 +511,13 @@ fn churn_of_other_credentials_never_refuses_a_cached_client_while_the_idp_is_dow
         let bad = client("svc", &format!("wrong-{i}"));
         run(&mut g, &mut store, &mut idp, &bad, T0 + 1);
     }
-    let key = g.client_key(&ClientCredentials {
-        id: "svc".into(),
-        secret: Secret::new("good"),
-    });
+    let key = g.client_key(
+        &ClientCredentials {
+            id: "svc".into(),
+            secret: Secret::new("good"),
+        },
+        T0 + 1,
+    );
     assert!(!matches!(
         g.read_entry(&store, &key).value,
         Some(TokenValue::Issued { .. })
@@ -582,7 +591,7 @@ fn token_request_carries_the_callers_credentials_not_others() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     let Step::Fetch(f) = g.authenticate(&mut store, &client("a:b", "c d"), T0, T0) else {
@@ -640,16 +649,24 @@ fn idp_5xx_and_garbage_are_503_never_401() {
         (None, b""),
     ] {
         let (mut g, mut store, _) = setup();
-        let Step::Fetch(f) =
-            g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0)
-        else {
+        let Step::Fetch(f) = g.authenticate(
+            &mut store,
+            &Credential::Bearer(token(1, json!({})).into()),
+            T0,
+            T0,
+        ) else {
             panic!()
         };
         assert!(matches!(
             g.on_answer(&mut store, &f.resource, status, body, T0),
             Applied::Failed(_)
         ));
-        let step = g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0);
+        let step = g.authenticate(
+            &mut store,
+            &Credential::Bearer(token(1, json!({})).into()),
+            T0,
+            T0,
+        );
         assert_eq!(
             step.clone(),
             Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 }),
@@ -682,7 +699,7 @@ fn startup_with_the_idp_down_recovers_in_the_background() {
     }
     let step = g.authenticate(
         &mut store,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         now,
         now,
     );
@@ -696,7 +713,7 @@ fn stale_keys_keep_serving_while_a_refresh_fails() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     idp.up = false;
@@ -715,7 +732,7 @@ fn stale_keys_keep_serving_while_a_refresh_fails() {
         &mut fresh_worker,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({"jti":"n"}))),
+        &Credential::Bearer(token(1, json!({"jti":"n"})).into()),
         later,
     );
     assert!(matches!(step, Step::Allow(_)));
@@ -787,7 +804,7 @@ fn abandoned_fetch_lets_the_next_request_fetch() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     let good = client("svc", "good");
@@ -808,7 +825,7 @@ fn a_stalled_fetcher_is_taken_over_after_timeout() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     let good = client("svc", "good");
@@ -847,7 +864,7 @@ fn shared_token_memory_is_bounded_by_buckets() {
         &mut g,
         &mut store,
         &mut idp,
-        &Credential::Bearer(token(1, json!({}))),
+        &Credential::Bearer(token(1, json!({})).into()),
         T0,
     );
     for i in 0..3000 {
@@ -897,9 +914,12 @@ fn strip_list_covers_credentials_and_every_written_header() {
 fn is_busy_tracks_an_in_flight_fetch_for_every_worker() {
     let (mut g, mut store, mut idp) = setup();
     let other = gate("");
-    let Step::Fetch(f) =
-        g.authenticate(&mut store, &Credential::Bearer(token(1, json!({}))), T0, T0)
-    else {
+    let Step::Fetch(f) = g.authenticate(
+        &mut store,
+        &Credential::Bearer(token(1, json!({})).into()),
+        T0,
+        T0,
+    ) else {
         panic!()
     };
     assert!(g.is_busy(&store, &f.resource, T0) && other.is_busy(&store, &f.resource, T0));

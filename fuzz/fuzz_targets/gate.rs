@@ -71,7 +71,7 @@ impl World {
     /// Fails closed: the token that goes upstream verifies now and passes the policy.
     fn check_allowed(&self, cred: &Credential, headers: &[(String, String)]) {
         let token = match cred {
-            Credential::Bearer(t) => t.clone(),
+            Credential::Bearer(t) => t.to_string(),
             Credential::Client(_) => {
                 let th = self.config.token_header.as_ref().expect("token header");
                 let (_, value) = headers
@@ -162,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
             0 => w.ask(worker, Credential::Bearer(GOOD_TOKEN.trim().into()), now),
             1 => {
                 let token = r.string();
-                w.ask(worker, Credential::Bearer(token), now)
+                w.ask(worker, Credential::Bearer(token.into()), now)
             }
             2 => {
                 let cred = client(&mut r);

@@ -42,7 +42,10 @@ pub fn request_header(name: &str) -> Option<String> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
         .ok()
         .flatten()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .map(|v| {
+            String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
 }
 
 pub fn remove_request_header(name: &str) {

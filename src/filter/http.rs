@@ -9,14 +9,15 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::host;
-use super::worker::{apply, deliver, Next, Shared, Verdict};
+use super::worker::{allow, apply, deliver, Next, Shared, Verdict};
 use crate::credentials::{self, Credential, RequestView};
 use crate::outcome::Denial;
 
 pub struct Request {
     context_id: u32,
     worker: Option<Shared>,
-    /// Where `Drop` reports this context gone, without borrowing the worker.
+    /// Where `Drop` reports this context gone, without borrowing the worker. Set only once
+    /// the request is parked: a request decided at once leaves nothing behind to clean up.
     gone: Option<Rc<RefCell<Vec<u32>>>>,
     started_ms: u64,
     /// The body may hold credential fields: buffer it and strip them before it goes on.
@@ -26,13 +27,10 @@ pub struct Request {
 
 impl Request {
     pub fn new(context_id: u32, worker: Option<Shared>) -> Request {
-        let gone = worker
-            .as_ref()
-            .and_then(|w| w.try_borrow().ok().map(|w| w.graveyard()));
         Request {
             context_id,
             worker,
-            gone,
+            gone: None,
             started_ms: 0,
             strip_body: None,
         }
@@ -66,7 +64,7 @@ impl Request {
             path: &path,
             content_type: content_type.as_deref(),
         };
-        let (extracted, realm, strip) = {
+        let (extracted, strip) = {
             let w = worker.borrow();
             let config = w.gate.config();
             if !end_of_stream && credentials::needs_body(config, &view) {
@@ -74,7 +72,6 @@ impl Request {
             }
             (
                 credentials::extract(config, &view, None),
-                config.realm.clone(),
                 w.gate.strip_headers(),
             )
         };
@@ -94,20 +91,14 @@ impl Request {
                     info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic");
                 }
                 worker.borrow_mut().denied(self.context_id, None, &denial);
-                host::deny(&denial, &realm);
+                host::deny(&denial, &realm(worker));
                 return Action::Pause;
             }
         };
-        self.decide(worker, &credential, &realm, &strip)
+        self.decide(worker, &credential, &strip)
     }
 
-    fn decide(
-        &mut self,
-        worker: &Shared,
-        credential: &Credential,
-        realm: &str,
-        strip: &[String],
-    ) -> Action {
+    fn decide(&mut self, worker: &Shared, credential: &Credential, strip: &[String]) -> Action {
         let mut now_ms = self.started_ms;
         // A failed dispatch records a failure, so the second round answers 503.
         for _ in 0..2 {
@@ -116,31 +107,45 @@ impl Request {
                     .borrow_mut()
                     .decide(self.context_id, credential, self.started_ms, now_ms);
             match next {
-                Next::Now(verdict) => {
-                    apply(&verdict, realm, strip, false);
-                    return match verdict {
-                        Verdict::Allow(_) => Action::Continue,
-                        Verdict::Deny(_) => Action::Pause,
-                    };
+                Next::Now(Verdict::Allow(headers)) => {
+                    allow(&headers, strip, false);
+                    return Action::Continue;
                 }
-                Next::Parked(None) => return Action::Pause,
-                Next::Parked(Some(fetch)) => match host::dispatch(&fetch.callout) {
-                    Ok(token) => {
-                        worker
-                            .borrow_mut()
-                            .track(token, fetch.resource, self.context_id);
+                Next::Now(deny) => {
+                    apply(&deny, &realm(worker), strip, false);
+                    return Action::Pause;
+                }
+                Next::Parked(fetch) => {
+                    // Parked in the worker: it must hear if this context goes away.
+                    if self.gone.is_none() {
+                        self.gone = Some(worker.borrow().graveyard());
+                    }
+                    let Some(fetch) = fetch else {
                         return Action::Pause;
+                    };
+                    match host::dispatch(&fetch.callout) {
+                        Ok(token) => {
+                            worker
+                                .borrow_mut()
+                                .track(token, fetch.resource, self.context_id);
+                            return Action::Pause;
+                        }
+                        Err(_) => {
+                            now_ms = host::now_ms();
+                            worker.borrow_mut().dispatch_failed(&fetch.resource, now_ms)
+                        }
                     }
-                    Err(_) => {
-                        now_ms = host::now_ms();
-                        worker.borrow_mut().dispatch_failed(&fetch.resource, now_ms)
-                    }
-                },
+                }
             }
         }
-        host::deny(&Denial::IdpUnavailable { retry_after_s: 1 }, realm);
+        host::deny(&Denial::IdpUnavailable { retry_after_s: 1 }, &realm(worker));
         Action::Pause
     }
+}
+
+/// The realm of `WWW-Authenticate`, read only when a request is refused.
+fn realm(worker: &Shared) -> String {
+    worker.borrow().gate.config().realm.clone()
 }
 
 impl Context for Request {

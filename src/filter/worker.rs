@@ -332,17 +332,20 @@ pub fn pump(worker: &Shared, current: u32, mut fetches: Vec<Fetch>) {
 /// Applies a verdict to the effective context; `resume` when the request was paused.
 pub fn apply(verdict: &Verdict, realm: &str, strip: &[String], resume: bool) {
     match verdict {
-        Verdict::Allow(headers) => {
-            for edit in upstream::edits(strip, headers) {
-                match edit {
-                    Edit::Set(name, value) => host::set_request_header(name, value),
-                    Edit::Remove(name) => host::remove_request_header(name),
-                }
-            }
-            if resume {
-                host::resume();
-            }
-        }
+        Verdict::Allow(headers) => allow(headers, strip, resume),
         Verdict::Deny(denial) => host::deny(denial, realm),
+    }
+}
+
+/// Lets the effective context's request go upstream with `headers` written.
+pub fn allow(headers: &Headers, strip: &[String], resume: bool) {
+    for edit in upstream::edits(strip, headers) {
+        match edit {
+            Edit::Set(name, value) => host::set_request_header(name, value),
+            Edit::Remove(name) => host::remove_request_header(name),
+        }
+    }
+    if resume {
+        host::resume();
     }
 }
