@@ -22,5 +22,5 @@ pub mod verify;
 #[cfg(test)]
 mod adversarial_tests;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "filter"))]
 mod filter;

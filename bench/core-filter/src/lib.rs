@@ -1,0 +1,177 @@
+//! Times oidcgate's core operations inside the host's wasm runtime and logs one line per
+//! operation: `core-bench <name> <ns per op> ns/op <runs> runs`, then `core-bench done`.
+//!
+//! The plugin configuration is what `core-bench-input` (test kit) prints: a key set, one token
+//! per algorithm, the issuer. Every timed operation is first checked to succeed, so a broken
+//! build cannot report a fast failure as a fast success.
+
+use std::hint::black_box;
+use std::time::UNIX_EPOCH;
+
+use log::{error, info};
+use oidcgate::config::Config;
+use oidcgate::credentials::{
+    self, basic_header, ClientCredentials, Credential, RequestView, Secret,
+};
+use oidcgate::gate::{Gate, Resource, Step};
+use oidcgate::jwks::KeySet;
+use oidcgate::store::MemStore;
+use oidcgate::verify;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, RootContext};
+use proxy_wasm::types::LogLevel;
+use serde_json::{json, Value};
+
+/// Each operation runs for about this long (after a tenth of it to warm up).
+const BUDGET_NS: u64 = 300_000_000;
+const LEEWAY_S: u64 = 60;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Bench) });
+}}
+
+struct Bench;
+
+impl Context for Bench {}
+
+impl RootContext for Bench {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let input = self.get_plugin_configuration().unwrap_or_default();
+        match run(&input) {
+            Ok(()) => info!("core-bench done"),
+            Err(e) => error!("core-bench failed: {e}"),
+        }
+        true
+    }
+}
+
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs `op` for about BUDGET_NS and logs its mean time.
+fn time(name: &str, mut op: impl FnMut()) {
+    let warm_until = now_ns() + BUDGET_NS / 10;
+    while now_ns() < warm_until {
+        op();
+    }
+    let start = now_ns();
+    let mut runs: u64 = 0;
+    // The clock is read every 16 runs, so reading it costs little of what is timed.
+    while now_ns() - start < BUDGET_NS {
+        for _ in 0..16 {
+            op();
+        }
+        runs += 16;
+    }
+    let ns = (now_ns() - start) / runs;
+    info!("core-bench {name} {ns} ns/op {runs} runs");
+}
+
+fn run(input: &[u8]) -> Result<(), String> {
+    let input: Value = serde_json::from_slice(input).map_err(|e| format!("input: {e}"))?;
+    let issuer = input["issuer"].as_str().ok_or("input: no issuer")?;
+    let jwks = input["jwks"].to_string();
+    let keys = KeySet::parse(jwks.as_bytes()).map_err(|e| format!("key set: {e}"))?;
+    let now_s = now_ns() / 1_000_000_000;
+
+    // Cold path: one signature verification (and claims parse) per run, no cache.
+    let tokens = input["tokens"].as_array().ok_or("input: no tokens")?;
+    for case in tokens {
+        let (Some(alg), Some(token)) = (case["alg"].as_str(), case["token"].as_str()) else {
+            return Err("input: a token without alg or token".into());
+        };
+        verify::verify(token, &keys, now_s, LEEWAY_S).map_err(|e| format!("{alg}: {e:?}"))?;
+        time(&format!("verify {alg}"), || {
+            black_box(verify::verify(black_box(token), &keys, now_s, LEEWAY_S).is_ok());
+        });
+    }
+    time(&format!("parse key set ({} keys)", keys.len()), || {
+        black_box(KeySet::parse(black_box(jwks.as_bytes())).is_ok());
+    });
+
+    // Hot path: a gate that has the key set and a cached client token, as after warm-up.
+    let config = Config::parse(
+        json!({"issuer": issuer, "idp_cluster": "idp", "audience_required": [input["audience"]],
+               "upstream_headers_claims": ["iss", "sub"],
+               "upstream_headers_names": ["Issuer_Header", "X-Subject"]})
+        .to_string()
+        .as_bytes(),
+    )
+    .map_err(|e| format!("config: {e}"))?;
+    let token = tokens
+        .first()
+        .and_then(|t| t["token"].as_str())
+        .ok_or("input: no tokens")?;
+    let mut gate = Gate::new(config.clone());
+    let mut store = MemStore::default();
+    gate.init_shared(&mut store);
+    let now_ms = now_s * 1000;
+    let answer = |resource: &Resource| {
+        match resource {
+        Resource::Discovery => json!({"issuer": issuer,
+            "jwks_uri": format!("{issuer}/v1/keys"), "token_endpoint": format!("{issuer}/v1/token")})
+        .to_string(),
+        Resource::Jwks => jwks.clone(),
+        Resource::Token(_) => {
+            json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}).to_string()
+        }
+    }
+    };
+    let bearer = Credential::Bearer(token.into());
+    let client = Credential::Client(ClientCredentials {
+        id: "demo-client".into(),
+        secret: Secret::new("demo-secret"),
+    });
+    for credential in [&bearer, &client] {
+        let mut allowed = false;
+        for _ in 0..8 {
+            match gate.authenticate(&mut store, credential, now_ms, now_ms) {
+                Step::Fetch(f) => {
+                    let body = answer(&f.resource);
+                    gate.on_answer(&mut store, &f.resource, Some(200), body.as_bytes(), now_ms);
+                }
+                Step::Allow(_) => {
+                    allowed = true;
+                    break;
+                }
+                other => return Err(format!("warm-up: {other:?}")),
+            }
+        }
+        if !allowed {
+            return Err("warm-up: no decision".into());
+        }
+    }
+    time("decide bearer, cached", || {
+        black_box(gate.authenticate(&mut store, &bearer, now_ms, now_ms));
+    });
+    time("decide client credentials, cached", || {
+        black_box(gate.authenticate(&mut store, &client, now_ms, now_ms));
+    });
+
+    let basic = basic_header("demo-client", "demo-secret");
+    let bearer_header = format!("Bearer {token}");
+    for (name, header) in [
+        ("extract Basic", &basic),
+        ("extract Bearer", &bearer_header),
+    ] {
+        let view = RequestView {
+            authorization: Some(header),
+            path: "/",
+            content_type: None,
+        };
+        time(name, || {
+            black_box(
+                credentials::extract(&config, &view, None)
+                    .credential
+                    .is_ok(),
+            );
+        });
+    }
+    Ok(())
+}
