@@ -56,17 +56,14 @@ impl Alg {
 /// A public key bound to one algorithm, so that a key can never be used with another
 /// algorithm than the one it was selected for.
 enum AlgKey {
-    /// RS256/384/512: this crate's verifier (`rsa.rs`), the key shared by the algorithms of
-    /// one JWK so its Montgomery constants are computed once.
-    Pkcs1(Arc<rsa::PublicKey>, rsa::Hash),
+    /// RS* and PS*: this crate's verifier (`rsa.rs`), the key shared by the algorithms of one
+    /// JWK so its Montgomery constants are computed once.
+    Rsa(Arc<rsa::PublicKey>, rsa::Padding, rsa::Hash),
     Library(Box<LibraryKey>),
 }
 
-/// A key jwt-simple verifies with (every algorithm but RS256/384/512).
+/// A key jwt-simple verifies with (the EC and Edwards algorithms).
 pub enum LibraryKey {
-    PS256(PS256PublicKey),
-    PS384(PS384PublicKey),
-    PS512(PS512PublicKey),
     ES256(ES256PublicKey),
     ES384(ES384PublicKey),
     EdDSA(Ed25519PublicKey),
@@ -81,9 +78,6 @@ impl LibraryKey {
     pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
         let o = Some(options);
         match self {
-            LibraryKey::PS256(k) => k.verify_token(token, o),
-            LibraryKey::PS384(k) => k.verify_token(token, o),
-            LibraryKey::PS512(k) => k.verify_token(token, o),
             LibraryKey::ES256(k) => k.verify_token(token, o),
             LibraryKey::ES384(k) => k.verify_token(token, o),
             LibraryKey::EdDSA(k) => k.verify_token(token, o),
@@ -93,7 +87,7 @@ impl LibraryKey {
 
 /// How to check a signature with one key.
 pub enum Verifier<'a> {
-    Pkcs1(&'a rsa::PublicKey, rsa::Hash),
+    Rsa(&'a rsa::PublicKey, rsa::Padding, rsa::Hash),
     Library(&'a LibraryKey),
 }
 
@@ -107,7 +101,7 @@ pub struct Entry {
 impl Entry {
     pub fn verifier(&self) -> Verifier<'_> {
         match &self.key {
-            AlgKey::Pkcs1(key, hash) => Verifier::Pkcs1(key, *hash),
+            AlgKey::Rsa(key, padding, hash) => Verifier::Rsa(key, *padding, *hash),
             AlgKey::Library(key) => Verifier::Library(key),
         }
     }
@@ -207,10 +201,12 @@ impl KeySet {
                     Some(_) => return,
                     None => &RSA_ALGS[..],
                 };
-                let pkcs1 = rsa::PublicKey::new(&n, &e).map(Arc::new);
+                let Some(key) = rsa::PublicKey::new(&n, &e).map(Arc::new) else {
+                    return;
+                };
                 for &alg in algs {
-                    if let Some(key) = rsa_key(alg, &n, &e, pkcs1.as_ref()) {
-                        push(alg, key);
+                    if let Some((padding, hash)) = rsa_scheme(alg) {
+                        push(alg, AlgKey::Rsa(key.clone(), padding, hash));
                     }
                 }
             }
@@ -283,21 +279,15 @@ impl KeySet {
     }
 }
 
-fn rsa_key(alg: Alg, n: &[u8], e: &[u8], pkcs1: Option<&Arc<rsa::PublicKey>>) -> Option<AlgKey> {
-    let library = |key| Some(AlgKey::Library(Box::new(key)));
-    match alg {
-        Alg::RS256 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha256)),
-        Alg::RS384 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha384)),
-        Alg::RS512 => Some(AlgKey::Pkcs1(pkcs1?.clone(), rsa::Hash::Sha512)),
-        Alg::PS256 => library(LibraryKey::PS256(
-            PS256PublicKey::from_components(n, e).ok()?,
-        )),
-        Alg::PS384 => library(LibraryKey::PS384(
-            PS384PublicKey::from_components(n, e).ok()?,
-        )),
-        Alg::PS512 => library(LibraryKey::PS512(
-            PS512PublicKey::from_components(n, e).ok()?,
-        )),
-        _ => None,
-    }
+fn rsa_scheme(alg: Alg) -> Option<(rsa::Padding, rsa::Hash)> {
+    use rsa::{Hash, Padding};
+    Some(match alg {
+        Alg::RS256 => (Padding::Pkcs1, Hash::Sha256),
+        Alg::RS384 => (Padding::Pkcs1, Hash::Sha384),
+        Alg::RS512 => (Padding::Pkcs1, Hash::Sha512),
+        Alg::PS256 => (Padding::Pss, Hash::Sha256),
+        Alg::PS384 => (Padding::Pss, Hash::Sha384),
+        Alg::PS512 => (Padding::Pss, Hash::Sha512),
+        _ => return None,
+    })
 }

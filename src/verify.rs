@@ -44,7 +44,9 @@ pub fn verify(
     let mut problem = TokenProblem::BadSignature;
     for key in candidates {
         let checked = match key.verifier() {
-            Verifier::Pkcs1(key, hash) => verify_pkcs1(token, &meta, key, hash, now_s, leeway_s),
+            Verifier::Rsa(key, padding, hash) => {
+                verify_rsa(token, &meta, (key, padding, hash), now_s, leeway_s)
+            }
             Verifier::Library(key) => {
                 let options = VerificationOptions {
                     // Our clock and our leeway, never the library's 15-minute default.
@@ -66,14 +68,13 @@ pub fn verify(
     Err(problem)
 }
 
-/// RS256/384/512 with `rsa.rs`: the checks jwt-simple's `verify_token` makes for the other
+/// RS* and PS* with `rsa.rs`: the checks jwt-simple's `verify_token` makes for the other
 /// algorithms, in its order (form, header, signature, standard claim types, times), so the
 /// two paths accept and refuse the same tokens.
-fn verify_pkcs1(
+fn verify_rsa(
     token: &str,
     meta: &TokenMetadata,
-    key: &rsa::PublicKey,
-    hash: rsa::Hash,
+    (key, padding, hash): (&rsa::PublicKey, rsa::Padding, rsa::Hash),
     now_s: u64,
     leeway_s: u64,
 ) -> Result<(), TokenProblem> {
@@ -99,7 +100,7 @@ fn verify_pkcs1(
     let signed = token
         .get(..header.len() + 1 + payload.len())
         .ok_or(TokenProblem::Malformed)?;
-    if !key.verify(hash, signed.as_bytes(), &signature) {
+    if !key.verify(padding, hash, signed.as_bytes(), &signature) {
         return Err(TokenProblem::BadSignature);
     }
     let claims: JWTClaims<NoCustomClaims> =
@@ -262,8 +263,8 @@ mod tests {
         }
     }
 
-    /// The RS256/384/512 path (`verify_pkcs1`) and jwt-simple's own must agree on every
-    /// token: the same accepted, the same refused, for the same reason.
+    /// The RSA path (`verify_rsa`) and jwt-simple's own must agree on every token, for
+    /// PKCS#1 v1.5 and PSS: the same accepted, the same refused, for the same reason.
     #[test]
     fn the_rsa_path_and_jwt_simple_agree() {
         let c = testkit::keys::jwks(&["rsa-1"]);
@@ -275,79 +276,82 @@ mod tests {
         };
         let (n, e) = (field("n"), field("e"));
         let ours = rsa::PublicKey::new(&n, &e).unwrap();
-        let theirs = RS256PublicKey::from_components(&n, &e).unwrap();
-        let sig = || Sig::Key {
-            kid: "rsa-1",
-            alg: "RS256",
-        };
-        let good_header = r#"{"alg":"RS256","kid":"rsa-1"}"#;
-        let mut tokens = vec![];
-        for (header, payload) in [
-            (good_header, r#"{"exp":1800000060}"#),
-            (good_header, r#"{"exp":1799999999}"#),
-            (good_header, r#"{"exp":1800000000}"#),
-            (good_header, r#"{"exp":1800000060,"nbf":1800000010}"#),
-            (good_header, r#"{"exp":1800000060,"nbf":1800000005}"#),
-            (good_header, r#"{"exp":1800000060,"iat":1800000010}"#),
-            (good_header, r#"{"exp":1800000060,"iat":1800000005}"#),
-            (good_header, r#"{"exp":"1800000060"}"#),
-            (good_header, r#"{"exp":1800000060,"aud":{"a":1}}"#),
-            (good_header, r#"{"exp":1800000060,"iss":7}"#),
+        let rs256 = RS256PublicKey::from_components(&n, &e).unwrap();
+        let ps256 = PS256PublicKey::from_components(&n, &e).unwrap();
+        type Library<'a> =
+            Box<dyn Fn(&str, VerificationOptions) -> Result<(), jwt_simple::Error> + 'a>;
+        let cases: [(&str, rsa::Padding, Library); 2] = [
             (
-                good_header,
-                r#"{"exp":1800000060,"aud":["a","b"],"sub":"s"}"#,
-            ),
-            (good_header, r#"["exp"]"#),
-            (good_header, "not json"),
-            (
-                r#"{"alg":"RS256","kid":"rsa-1","crit":["exp"]}"#,
-                r#"{"exp":1800000060}"#,
+                "RS256",
+                rsa::Padding::Pkcs1,
+                Box::new(|t, o| rs256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
             ),
             (
-                r#"{"alg":"RS256","kid":"rsa-1","crit":[]}"#,
-                r#"{"exp":1800000060}"#,
+                "PS256",
+                rsa::Padding::Pss,
+                Box::new(|t, o| ps256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
             ),
-            (r#"{"alg":"RS256","typ":"at+jwt"}"#, r#"{"exp":1800000060}"#),
-            (r#"{"alg":"RS256","typ":"JOSE"}"#, r#"{"exp":1800000060}"#),
-        ] {
-            tokens.push(jws(header.as_bytes(), payload.as_bytes(), sig()));
+        ];
+        for (alg, padding, library) in cases {
+            let sig = || Sig::Key { kid: "rsa-1", alg };
+            let good_header = format!(r#"{{"alg":"{alg}","kid":"rsa-1"}}"#);
+            let crit = format!(r#"{{"alg":"{alg}","kid":"rsa-1","crit":["exp"]}}"#);
+            let no_crit = format!(r#"{{"alg":"{alg}","kid":"rsa-1","crit":[]}}"#);
+            let at_jwt = format!(r#"{{"alg":"{alg}","typ":"at+jwt"}}"#);
+            let jose = format!(r#"{{"alg":"{alg}","typ":"JOSE"}}"#);
+            let good = good_header.as_str();
+            let mut tokens = vec![];
+            for (header, payload) in [
+                (good, r#"{"exp":1800000060}"#),
+                (good, r#"{"exp":1799999999}"#),
+                (good, r#"{"exp":1800000000}"#),
+                (good, r#"{"exp":1800000060,"nbf":1800000010}"#),
+                (good, r#"{"exp":1800000060,"nbf":1800000005}"#),
+                (good, r#"{"exp":1800000060,"iat":1800000010}"#),
+                (good, r#"{"exp":1800000060,"iat":1800000005}"#),
+                (good, r#"{"exp":"1800000060"}"#),
+                (good, r#"{"exp":1800000060,"aud":{"a":1}}"#),
+                (good, r#"{"exp":1800000060,"iss":7}"#),
+                (good, r#"{"exp":1800000060,"aud":["a","b"],"sub":"s"}"#),
+                (good, r#"["exp"]"#),
+                (good, "not json"),
+                (&crit, r#"{"exp":1800000060}"#),
+                (&no_crit, r#"{"exp":1800000060}"#),
+                (&at_jwt, r#"{"exp":1800000060}"#),
+                (&jose, r#"{"exp":1800000060}"#),
+            ] {
+                tokens.push(jws(header.as_bytes(), payload.as_bytes(), sig()));
+            }
+            let first = tokens[0].clone();
+            let (signed, signature) = first.rsplit_once('.').unwrap();
+            tokens.push(format!("{first}."));
+            tokens.push(format!("{first}="));
+            tokens.push(format!("{signed}.{}", &signature[1..]));
+            tokens.push(format!("{signed}X.{signature}"));
+            tokens.push(format!("{signed}.{signature}A"));
+            tokens.push(signed.to_string());
+            let hash = rsa::Hash::Sha256;
+            for token in &tokens {
+                let Ok(meta) = Token::decode_metadata(token) else {
+                    continue;
+                };
+                let options = VerificationOptions {
+                    artificial_time: Some(UnixTimeStamp::from_secs(NOW_S)),
+                    time_tolerance: Some(Duration::from_secs(5)),
+                    max_token_length: Some(MAX_TOKEN_BYTES),
+                    ..VerificationOptions::default()
+                };
+                let theirs = library(token, options).map_err(|e| classify(&e));
+                let ours = verify_rsa(token, &meta, (&ours, padding, hash), NOW_S, 5);
+                assert_eq!(ours, theirs, "{alg} {token}");
+            }
+            let meta = Token::decode_metadata(&first).unwrap();
+            assert_eq!(
+                verify_rsa(&first, &meta, (&ours, padding, hash), NOW_S, 5),
+                Ok(()),
+                "{alg}"
+            );
         }
-        let good = tokens[0].clone();
-        let (signed, signature) = good.rsplit_once('.').unwrap();
-        tokens.push(format!("{good}."));
-        tokens.push(format!("{good}="));
-        tokens.push(format!("{signed}.{}", &signature[1..]));
-        tokens.push(format!("{signed}X.{signature}"));
-        tokens.push(format!("{signed}.{signature}A"));
-        tokens.push(signed.to_string());
-        for token in &tokens {
-            let Ok(meta) = Token::decode_metadata(token) else {
-                continue;
-            };
-            let options = VerificationOptions {
-                artificial_time: Some(UnixTimeStamp::from_secs(NOW_S)),
-                time_tolerance: Some(Duration::from_secs(5)),
-                max_token_length: Some(MAX_TOKEN_BYTES),
-                ..VerificationOptions::default()
-            };
-            let library = theirs
-                .verify_token::<NoCustomClaims>(token, Some(options))
-                .map(|_| ())
-                .map_err(|e| classify(&e));
-            let pkcs1 = verify_pkcs1(token, &meta, &ours, rsa::Hash::Sha256, NOW_S, 5);
-            assert_eq!(pkcs1, library, "{token}");
-        }
-        assert_eq!(
-            verify_pkcs1(
-                &good,
-                &Token::decode_metadata(&good).unwrap(),
-                &ours,
-                rsa::Hash::Sha256,
-                NOW_S,
-                5
-            ),
-            Ok(())
-        );
     }
 
     #[test]
