@@ -511,6 +511,8 @@ fn churn_of_other_credentials_never_refuses_a_cached_client_while_the_idp_is_dow
         let bad = client("svc", &format!("wrong-{i}"));
         run(&mut g, &mut store, &mut idp, &bad, T0 + 1);
     }
+    // The per-credential hashes this VM remembers stay bounded too.
+    assert!(g.client_keys.len() <= TOKEN_ENTRIES);
     let key = g.client_key(
         &ClientCredentials {
             id: "svc".into(),
