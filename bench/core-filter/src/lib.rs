@@ -15,7 +15,7 @@ use oidcgate::credentials::{
 };
 use oidcgate::gate::{Gate, Resource, Step};
 use oidcgate::jwks::KeySet;
-use oidcgate::store::MemStore;
+use oidcgate::store::{Fetched, MemStore, SharedStore};
 use oidcgate::verify;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext};
@@ -147,6 +147,19 @@ fn run(input: &[u8]) -> Result<(), String> {
             return Err("warm-up: no decision".into());
         }
     }
+    // What a cache miss reads before verifying: the shared key-set record.
+    let record_key = format!("oidcgate/{}/jwks", config.fingerprint);
+    let record = store
+        .get(&record_key)
+        .ok_or("no key-set record in the store")?
+        .0;
+    serde_json::from_slice::<Fetched<String>>(&record).map_err(|e| format!("record: {e}"))?;
+    time(
+        &format!("read shared key-set record ({} bytes)", record.len()),
+        || {
+            black_box(serde_json::from_slice::<Fetched<String>>(black_box(&record)).is_ok());
+        },
+    );
     time("decide bearer, cached", || {
         black_box(gate.authenticate(&mut store, &bearer, now_ms, now_ms));
     });
