@@ -126,7 +126,9 @@ struct LocalToken {
     refresh_at_ms: u64,
 }
 
-/// Cache effectiveness, for operators' metrics. Monotonic; the host reports deltas.
+/// Cache effectiveness, for operators' metrics. Monotonic; the host reports deltas. A
+/// decision miss is one signature verification; a token miss is one look past this VM's
+/// copy (a request waiting for the token endpoint counts each time it is re-asked).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub decision_hits: u64,
@@ -236,13 +238,15 @@ impl Gate {
             self.counters.decision_hits += 1;
             return to_step(decision.clone());
         }
-        self.counters.decision_misses += 1;
         if let Err(step) = self.sync_keys(store, now_ms) {
             return step;
         }
         let Some(keys) = &self.keys else {
             return Step::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
         };
+        // A miss is a verification: a request re-asked while the keys are fetched is not
+        // counted again.
+        self.counters.decision_misses += 1;
         match verify::verify(token, keys, now_ms / 1000, self.config.leeway_s) {
             Ok(verified) => {
                 let decision = policy::authorize(&self.config, &verified.claims)

@@ -929,3 +929,34 @@ fn is_busy_tracks_an_in_flight_fetch_for_every_worker() {
     g.on_answer(&mut store, &f.resource, s, &b, T0);
     assert!(!other.is_busy(&store, &f.resource, T0));
 }
+
+#[test]
+fn a_verify_miss_is_one_verification_however_often_a_waiting_request_asks() {
+    let (mut g, mut store, mut idp) = setup();
+    let t: Credential = Credential::Bearer(token(1, json!({})).into());
+    // No keys yet: the request fetches discovery and the JWKS, asked again after each.
+    let Step::Fetch(f) = g.authenticate(&mut store, &t, T0, T0) else {
+        panic!("fetches discovery")
+    };
+    assert_eq!(
+        g.authenticate(&mut store, &t, T0, T0),
+        Step::Wait(f.resource.clone())
+    );
+    assert_eq!(g.counters().decision_misses, 0);
+    let (status, body) = idp.answer(&f, T0);
+    g.on_answer(&mut store, &f.resource, status, &body, T0);
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &t, T0),
+        Step::Allow(_)
+    ));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &t, T0 + 1),
+        Step::Allow(_)
+    ));
+    assert!(matches!(
+        run(&mut g, &mut store, &mut idp, &t, T0 + 2),
+        Step::Allow(_)
+    ));
+    let c = g.counters();
+    assert_eq!((c.decision_misses, c.decision_hits), (1, 2));
+}

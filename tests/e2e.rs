@@ -645,7 +645,7 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
             "{p}.{name}"
         );
     }
-    // Cache lookups also count re-checks of parked requests: at least one of each.
+    // Token-cache lookups also count re-checks of parked requests: at least one of each.
     for name in [
         "cache.token.hit",
         "cache.token.miss",
