@@ -6,7 +6,7 @@
 //! errors: a run that lasts minutes should end with a report line, not a backtrace.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -212,6 +212,15 @@ pub fn env_number(name: &str, default: u64) -> Result<u64, String> {
             .map_err(|_| format!("{name} must be a whole number, not {v:?}")),
         _ => Ok(default),
     }
+}
+
+/// Writes a report to `path`, creating its directory.
+pub fn write_report(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// A path from the environment variable `name` (relative paths from the current directory),

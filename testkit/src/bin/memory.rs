@@ -247,11 +247,7 @@ async fn run() -> Result<bool, Error> {
         baseline: baseline.as_ref(),
     }
     .render();
-    if let Some(dir) = settings.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&settings.out, report)
-        .map_err(|e| format!("cannot write {}: {e}", settings.out.display()))?;
+    load::write_report(&settings.out, &report)?;
     eprintln!(
         "memory: {} tokens, {} answered 200, {} not; report in {}",
         settings.tokens,

@@ -1002,11 +1002,7 @@ async fn run() -> Result<bool, Error> {
     };
     let passed = report.passed();
     let text = report.render();
-    if let Some(dir) = settings.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&settings.out, text)
-        .map_err(|e| format!("cannot write {}: {e}", settings.out.display()))?;
+    load::write_report(&settings.out, &text)?;
     eprintln!(
         "soak: {} requests, {} unexpected, {} invalid let through; {} ({})",
         tally.sum(|t| t.statuses.values().sum()),
