@@ -9,137 +9,43 @@ use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 use testkit::keys::{self, b64url, jws, Sig};
 
-use crate::config::Config;
-use crate::credentials::Credential;
-use crate::gate::{Fetch, Gate, Resource, Step};
-use crate::outcome::{Denial, TokenProblem};
-use crate::store::MemStore;
+use crate::outcome::{Denial, TokenProblem, Verdict};
+use crate::testing::{bearer, claims, World, ISSUER, JWKS_URL, NOW_S, T0};
 use crate::verify::MAX_TOKEN_BYTES;
 
-const ISSUER: &str = "http://127.0.0.1:9000/oauth2/default";
-const JWKS_URL: &str = "http://127.0.0.1:9000/oauth2/default/v1/keys";
-const DISCOVERY_URL: &str = "http://127.0.0.1:9000/oauth2/default/.well-known/openid-configuration";
-const T0: u64 = 1_800_000_000_000;
-const NOW_S: u64 = T0 / 1000;
-
-/// The IdP as scripted here: discovery and the JWKS of `rsa-1`, `ec-1` and `ed-1`; it records
-/// every URL the gate asks for.
-#[derive(Default)]
-struct Idp {
-    urls: Vec<String>,
-}
-
-impl Idp {
-    fn answer(&mut self, fetch: &Fetch) -> (Option<u32>, Vec<u8>) {
-        let h = |name: &str| {
-            fetch
-                .callout
-                .headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        self.urls.push(format!(
-            "{}://{}{}",
-            h(":scheme"),
-            h(":authority"),
-            h(":path")
-        ));
-        let body = match fetch.resource {
-            Resource::Discovery => json!({
-                "issuer": ISSUER,
-                "jwks_uri": JWKS_URL,
-                "token_endpoint": format!("{ISSUER}/v1/token"),
-            }),
-            Resource::Jwks => keys::jwks(&["rsa-1", "ec-1", "ed-1"]),
-            Resource::Token(_) => return (Some(500), vec![]),
-        };
-        (Some(200), body.to_string().into_bytes())
-    }
-
-    /// Every URL asked for is the configured discovery document or JWKS.
-    fn only_configured_urls(&self) {
-        for url in &self.urls {
-            assert!(url == DISCOVERY_URL || url == JWKS_URL, "fetched {url}");
-        }
-    }
-}
-
 struct Harness {
-    gate: Gate,
-    store: MemStore,
-    idp: Idp,
+    w: World,
 }
 
 impl Harness {
+    /// A gate with the key set of `rsa-1`, `ec-1` and `ed-1` in place before the attacks.
     fn new() -> Harness {
-        let config = format!(
-            r#"{{"issuer":"{ISSUER}","audience_required":["api://default"],"client_id":["svc"],
-                "upstream_headers_claims":["iss","cid"],"upstream_headers_names":["Issuer_Header","X-Client"]}}"#
+        let mut w = World::new(
+            r#","audience_required":["api://default"],"client_id":["svc"],
+                "upstream_headers_claims":["iss","cid"],"upstream_headers_names":["Issuer_Header","X-Client"]"#,
         );
-        let gate = Gate::new(Config::parse(config.as_bytes()).unwrap());
-        let mut store = MemStore::default();
-        gate.init_shared(&mut store);
-        let mut h = Harness {
-            gate,
-            store,
-            idp: Idp::default(),
-        };
-        // The key set is in place before the attacks start.
-        assert!(matches!(h.run(&good(), T0), Step::Allow(_)));
+        w.idp.keys = vec!["rsa-1", "ec-1", "ed-1"];
+        let mut h = Harness { w };
+        assert!(matches!(h.run(&good(), T0), Verdict::Allow(_)));
         h
     }
 
-    /// Runs a bearer request to completion the way the adapter does.
-    fn run(&mut self, token: &str, now_ms: u64) -> Step {
-        let cred = Credential::Bearer(token.to_string().into());
-        for _ in 0..10 {
-            match self
-                .gate
-                .authenticate(&mut self.store, &cred, now_ms, now_ms)
-            {
-                Step::Fetch(f) => {
-                    let (status, body) = self.idp.answer(&f);
-                    self.gate
-                        .on_answer(&mut self.store, &f.resource, status, &body, now_ms);
-                }
-                other => return other,
-            }
-        }
-        panic!("no decision after 10 rounds")
+    fn run(&mut self, token: &str, now_ms: u64) -> Verdict {
+        self.w.run(&bearer(token), now_ms)
     }
 
     /// Asserts `token` is refused as an invalid token (optionally for this exact reason).
     #[track_caller]
     fn refused(&mut self, name: &str, token: &str, why: Option<TokenProblem>) {
-        let step = self.run(token, T0);
-        match (&step, why) {
-            (Step::Deny(Denial::InvalidToken(got)), Some(want)) => {
+        let verdict = self.run(token, T0);
+        match (&verdict, why) {
+            (Verdict::Deny(Denial::InvalidToken(got)), Some(want)) => {
                 assert_eq!(*got, want, "{name}")
             }
-            (Step::Deny(Denial::InvalidToken(_)), None) => {}
-            _ => panic!("{name}: expected invalid_token, got {step:?}"),
+            (Verdict::Deny(Denial::InvalidToken(_)), None) => {}
+            _ => panic!("{name}: expected invalid_token, got {verdict:?}"),
         }
     }
-}
-
-/// Okta-shaped claims at T0, `extra` merged over them (`null` removes a claim).
-fn claims(extra: Value) -> Value {
-    let mut c = json!({
-        "iss": ISSUER, "aud": "api://default", "cid": "svc", "sub": "svc",
-        "scp": ["read"], "iat": NOW_S, "exp": NOW_S + 3600, "jti": "AT.1",
-    });
-    if let (Some(base), Some(more)) = (c.as_object_mut(), extra.as_object()) {
-        for (k, v) in more {
-            if v.is_null() {
-                base.remove(k);
-            } else {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    c
 }
 
 /// A token signed by fixture key `kid` with `alg`, with exactly this header.
@@ -178,8 +84,8 @@ fn rsa1_public() -> RS256PublicKey {
 fn the_harness_allows_a_good_token() {
     let mut h = Harness::new();
     let step = h.run(&good(), T0 + 1);
-    assert!(matches!(step, Step::Allow(_)), "{step:?}");
-    h.idp.only_configured_urls();
+    assert!(matches!(step, Verdict::Allow(_)), "{step:?}");
+    h.w.idp.only_configured_urls();
 }
 
 #[test]
@@ -277,7 +183,7 @@ fn kid_tricks_are_unknown_keys_and_fetch_only_the_configured_jwks() {
         let step = h.run(&token, later);
         assert_eq!(
             step,
-            Step::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)),
+            Verdict::Deny(Denial::InvalidToken(TokenProblem::UnknownKey)),
             "kid {:.40}",
             kid
         );
@@ -307,18 +213,18 @@ fn kid_tricks_are_unknown_keys_and_fetch_only_the_configured_jwks() {
         let step = h.run(&token, later);
         // `null` is "no kid": the token is then good (any RS256 key of the set may verify).
         if kid.is_null() {
-            assert!(matches!(step, Step::Allow(_)), "{step:?}");
+            assert!(matches!(step, Verdict::Allow(_)), "{step:?}");
         } else {
             assert!(
-                matches!(step, Step::Deny(Denial::InvalidToken(_))),
+                matches!(step, Verdict::Deny(Denial::InvalidToken(_))),
                 "kid {kid}: {step:?}"
             );
         }
     }
-    h.idp.only_configured_urls();
+    h.w.idp.only_configured_urls();
     // One refetch at most for all of them (rediscovery_lifetime).
-    let jwks_fetches = h.idp.urls.iter().filter(|u| *u == JWKS_URL).count();
-    assert_eq!(jwks_fetches, 2, "{:?}", h.idp.urls);
+    let jwks_fetches = h.w.idp.urls.iter().filter(|u| *u == JWKS_URL).count();
+    assert_eq!(jwks_fetches, 2, "{:?}", h.w.idp.urls);
 }
 
 #[test]
@@ -351,9 +257,9 @@ fn jku_x5u_and_jwk_headers_are_ignored() {
     ] {
         let token = signed(header.clone(), &c, "rsa-1", "RS256");
         let step = h.run(&token, T0 + 120_000);
-        assert!(matches!(step, Step::Allow(_)), "{header}: {step:?}");
+        assert!(matches!(step, Verdict::Allow(_)), "{header}: {step:?}");
     }
-    h.idp.only_configured_urls();
+    h.w.idp.only_configured_urls();
 }
 
 #[test]
@@ -640,7 +546,7 @@ fn oversized_tokens_are_refused_unparsed() {
     };
     let largest = mint(pad);
     assert!(largest.len() <= MAX_TOKEN_BYTES);
-    assert!(matches!(h.run(&largest, T0), Step::Allow(_)));
+    assert!(matches!(h.run(&largest, T0), Verdict::Allow(_)));
     let over = mint(pad + 1);
     assert!(over.len() > MAX_TOKEN_BYTES && over.len() <= MAX_TOKEN_BYTES + 2);
     h.refused("just over 16 KiB", &over, Some(TokenProblem::TooLarge));

@@ -1,4 +1,4 @@
-//! Claims to upstream headers (SPEC §4): strings as they are, numbers as JSON writes them,
+//! Claims to upstream headers: strings as they are, numbers as JSON writes them,
 //! booleans as `true`/`false`, arrays and objects as standard base64 of their compact JSON
 //! (what Kong and Envoy's `claim_to_headers` send).
 

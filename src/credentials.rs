@@ -86,8 +86,7 @@ const BEARER_FIELD: &str = "access_token";
 
 /// Finds the credential. `body` is `Some` only when [`needs_body`] said so.
 pub fn extract(config: &Config, view: &RequestView, body: Option<&[u8]>) -> Extracted {
-    let cc = config.client_credentials.unwrap_or_default();
-    let bearer = config.bearer.unwrap_or_default();
+    let (cc, bearer) = config.sources();
     let mut found: Option<Result<Credential, Denial>> = None;
 
     if let Some(value) = view.authorization {

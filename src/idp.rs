@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, TokenEndpointAuth};
+use crate::config::{IdpSettings, TokenEndpointAuth};
 use crate::credentials::{basic_header, ClientCredentials};
 use crate::url::HttpUrl;
 
@@ -23,9 +23,9 @@ pub struct Callout {
 }
 
 impl Callout {
-    pub fn get(config: &Config, url: &HttpUrl) -> Callout {
+    pub fn get(idp: &IdpSettings, url: &HttpUrl) -> Callout {
         Callout {
-            upstream: config.cluster_for(url).to_string(),
+            upstream: idp.cluster_for(url).to_string(),
             headers: vec![
                 (":method".into(), "GET".into()),
                 (":path".into(), url.path.clone()),
@@ -37,18 +37,18 @@ impl Callout {
                 ("accept".into(), "application/json".into()),
             ],
             body: None,
-            timeout_ms: config.timeout_ms,
+            timeout_ms: idp.timeout_ms,
         }
     }
 
     /// `grant_type=client_credentials` with the caller's credentials.
-    pub fn token(config: &Config, url: &HttpUrl, client: &ClientCredentials) -> Callout {
+    pub fn token(idp: &IdpSettings, url: &HttpUrl, client: &ClientCredentials) -> Callout {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
-        if !config.scopes.is_empty() {
-            form.append_pair("scope", &config.scopes.join(" "));
+        if !idp.scopes.is_empty() {
+            form.append_pair("scope", &idp.scopes.join(" "));
         }
-        let mut callout = Callout::get(config, url);
+        let mut callout = Callout::get(idp, url);
         if let Some(method) = callout.headers.get_mut(0) {
             method.1 = "POST".into();
         }
@@ -56,7 +56,7 @@ impl Callout {
             "content-type".into(),
             "application/x-www-form-urlencoded".into(),
         ));
-        match config.token_endpoint_auth {
+        match idp.token_endpoint_auth {
             TokenEndpointAuth::ClientSecretBasic => callout.headers.push((
                 "authorization".into(),
                 basic_header(&client.id, client.secret.expose()),
@@ -188,11 +188,12 @@ mod tests {
     use super::*;
     use crate::credentials::Secret;
 
-    fn config(extra: &str) -> Config {
-        Config::parse(
+    fn config(extra: &str) -> IdpSettings {
+        crate::config::Config::parse(
             format!(r#"{{"issuer":"https://idp.example.com/oauth2/default"{extra}}}"#).as_bytes(),
         )
         .unwrap()
+        .idp
     }
 
     fn client() -> ClientCredentials {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::rsa;
 
-/// The asymmetric algorithms accepted (SPEC §4). `none` and HMAC have no variant.
+/// The asymmetric algorithms accepted. `none` and HMAC have no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
     RS256,

@@ -2,25 +2,32 @@
 //!
 //! Everything but `filter` is plain Rust that knows nothing of proxy-wasm and is tested on
 //! the native target; `filter` is the thin adapter that moves bytes between the host and
-//! [`gate::Gate`].
+//! [`lifecycle::Lifecycle`].
 
 pub mod cache;
 pub mod claims;
+pub mod client_tokens;
 pub mod config;
 pub mod credentials;
+pub mod fetch;
 pub mod gate;
 pub mod idp;
 pub mod jwks;
+pub mod lifecycle;
 pub mod outcome;
 pub mod policy;
+pub mod records;
 pub mod rsa;
 pub mod store;
+pub mod tally;
 pub mod upstream;
 pub mod url;
 pub mod verify;
 
 #[cfg(test)]
 mod adversarial_tests;
+#[cfg(test)]
+mod testing;
 
 #[cfg(all(target_arch = "wasm32", feature = "filter"))]
 mod filter;

@@ -1,6 +1,18 @@
-//! Every way a request is refused, mapped in one place to what the caller sees (SPEC §3).
+//! Every way a request is refused, mapped in one place to what the caller sees (the outcome table of the README).
 
 use std::fmt;
+use std::rc::Rc;
+
+/// Headers to write upstream, shared between the cache and the requests it answers.
+pub type Headers = Rc<[(String, String)]>;
+
+/// What becomes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through with these headers set (after the strip list was removed).
+    Allow(Headers),
+    Deny(Denial),
+}
 
 /// Why a token was found invalid. Logged as a reason code; the caller only learns
 /// `invalid_token`.
@@ -21,6 +33,22 @@ pub enum TokenProblem {
 }
 
 impl TokenProblem {
+    /// Every problem, for reports and tooling that list them.
+    pub const ALL: [TokenProblem; 12] = [
+        TokenProblem::TooLarge,
+        TokenProblem::Malformed,
+        TokenProblem::DisallowedAlgorithm,
+        TokenProblem::UnknownKey,
+        TokenProblem::BadSignature,
+        TokenProblem::Expired,
+        TokenProblem::NotYetValid,
+        TokenProblem::IssuedInFuture,
+        TokenProblem::MissingExpiry,
+        TokenProblem::WrongIssuer,
+        TokenProblem::WrongAudience,
+        TokenProblem::ClientNotAllowed,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             TokenProblem::TooLarge => "token_too_large",
@@ -147,6 +175,30 @@ impl fmt::Display for Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_problem_is_listed_once_with_its_own_code() {
+        let codes: std::collections::BTreeSet<&str> =
+            TokenProblem::ALL.iter().map(|p| p.code()).collect();
+        assert_eq!(codes.len(), TokenProblem::ALL.len());
+        // A new variant must be added to ALL: this match stops compiling otherwise.
+        for p in TokenProblem::ALL {
+            match p {
+                TokenProblem::TooLarge
+                | TokenProblem::Malformed
+                | TokenProblem::DisallowedAlgorithm
+                | TokenProblem::UnknownKey
+                | TokenProblem::BadSignature
+                | TokenProblem::Expired
+                | TokenProblem::NotYetValid
+                | TokenProblem::IssuedInFuture
+                | TokenProblem::MissingExpiry
+                | TokenProblem::WrongIssuer
+                | TokenProblem::WrongAudience
+                | TokenProblem::ClientNotAllowed => {}
+            }
+        }
+    }
 
     #[test]
     fn outcome_table() {

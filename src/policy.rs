@@ -10,17 +10,17 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
     let invalid = |p| Err(Denial::InvalidToken(p));
 
     let issuer = claims.get("iss").and_then(Value::as_str);
-    if !issuer.is_some_and(|iss| config.issuers_allowed.iter().any(|a| a == iss)) {
+    if !issuer.is_some_and(|iss| config.accept.issuers_allowed.iter().any(|a| a == iss)) {
         return invalid(TokenProblem::WrongIssuer);
     }
 
-    if !config.audience_required.is_empty() {
+    if !config.policy.audience_required.is_empty() {
         let ok = match claims.get("aud") {
-            Some(Value::String(a)) => config.audience_required.contains(a),
+            Some(Value::String(a)) => config.policy.audience_required.contains(a),
             Some(Value::Array(list)) => list
                 .iter()
                 .filter_map(Value::as_str)
-                .any(|a| config.audience_required.iter().any(|r| r == a)),
+                .any(|a| config.policy.audience_required.iter().any(|r| r == a)),
             _ => false,
         };
         if !ok {
@@ -28,7 +28,7 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
         }
     }
 
-    if let Some(allowed) = &config.client_ids {
+    if let Some(allowed) = &config.policy.clients_allowed {
         // Okta says `cid`, RFC 9068 says `client_id`; `azp` and `sub` cover other IdPs.
         let client = ["client_id", "cid", "azp", "sub"]
             .iter()
@@ -39,9 +39,10 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
         }
     }
 
-    if !config.scopes_required.is_empty() {
+    if !config.policy.scopes_required.is_empty() {
         let granted = scopes(claims);
         if !config
+            .policy
             .scopes_required
             .iter()
             .all(|s| granted.contains(&s.as_str()))

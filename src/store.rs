@@ -30,7 +30,8 @@ pub fn read<T: DeserializeOwned + Default>(store: &dyn SharedStore, key: &str) -
 }
 
 /// Read-modify-write with CAS. `f` may run several times; the result of the run whose write
-/// landed is returned, or `None` when the store kept refusing.
+/// landed is returned, or `None` when the store kept refusing. A record `f` left as it was
+/// is not written back: every worker re-reads a record whose CAS moved.
 pub fn update<T, R>(
     store: &mut dyn SharedStore,
     key: &str,
@@ -40,12 +41,19 @@ where
     T: Serialize + DeserializeOwned + Default,
 {
     for _ in 0..CAS_RETRIES {
-        let (mut record, cas) = match store.get(key) {
-            Some((bytes, cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), cas),
-            None => (T::default(), 0),
+        let (mut record, cas, before) = match store.get(key) {
+            Some((bytes, cas)) => (
+                serde_json::from_slice(&bytes).unwrap_or_default(),
+                cas,
+                bytes,
+            ),
+            None => (T::default(), 0, Vec::new()),
         };
         let result = f(&mut record);
         let bytes = serde_json::to_vec(&record).ok()?;
+        if cas != 0 && bytes == before {
+            return Some(result);
+        }
         if store.set(key, &bytes, cas) {
             return Some(result);
         }
@@ -67,15 +75,10 @@ pub fn ensure<T: Serialize + Default>(store: &mut dyn SharedStore, key: &str) {
 #[serde(default)]
 pub struct Fetched<T> {
     pub value: Option<T>,
-    /// Bumped by every successful fetch, so a VM knows when to re-parse.
+    /// Bumped when a fetch brings a different value, so a VM knows when to re-parse.
     pub version: u64,
     pub fetched_ms: u64,
-    /// When the last fetch of any outcome started.
-    pub attempt_ms: u64,
-    /// A fetch is in flight until then; after that a stalled fetcher is presumed gone.
-    pub busy_until_ms: u64,
-    pub failures: u32,
-    pub retry_at_ms: u64,
+    pub state: FetchState,
 }
 
 impl<T> Default for Fetched<T> {
@@ -84,12 +87,36 @@ impl<T> Default for Fetched<T> {
             value: None,
             version: 0,
             fetched_ms: 0,
-            attempt_ms: 0,
-            busy_until_ms: 0,
-            failures: 0,
-            retry_at_ms: 0,
+            state: FetchState::default(),
         }
     }
+}
+
+impl<T: PartialEq> Fetched<T> {
+    pub fn succeed(&mut self, value: T, now_ms: u64) {
+        if self.value.as_ref() != Some(&value) {
+            self.value = Some(value);
+            self.version += 1;
+        }
+        self.fetched_ms = now_ms;
+        self.state.succeed(now_ms);
+    }
+}
+
+/// Whether a fetch is in flight, when the last one ended, and the backoff after failures:
+/// the same for every kind of record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FetchState {
+    /// When the last fetch of any outcome started.
+    pub attempt_ms: u64,
+    /// When the last fetch got an answer, good or bad. A fetch whose sender went away
+    /// does not count: nobody can use up a refetch allowance by abandoning fetches.
+    pub completed_ms: u64,
+    /// A fetch is in flight until then; after that a stalled fetcher is presumed gone.
+    pub busy_until_ms: u64,
+    pub failures: u32,
+    pub retry_at_ms: u64,
 }
 
 /// What a caller that needs a fetch should do.
@@ -109,7 +136,7 @@ pub fn backoff_ms(failures: u32) -> u64 {
     (1000u64 << exp).min(30_000)
 }
 
-impl<T> Fetched<T> {
+impl FetchState {
     pub fn is_busy(&self, now_ms: u64) -> bool {
         self.busy_until_ms > now_ms
     }
@@ -129,22 +156,21 @@ impl<T> Fetched<T> {
         Claim::Acquired
     }
 
-    pub fn succeed(&mut self, value: T, now_ms: u64) {
-        self.value = Some(value);
-        self.version += 1;
-        self.fetched_ms = now_ms;
+    fn succeed(&mut self, now_ms: u64) {
+        self.completed_ms = now_ms;
         self.busy_until_ms = 0;
         self.failures = 0;
         self.retry_at_ms = 0;
     }
 
     pub fn fail(&mut self, now_ms: u64) {
+        self.completed_ms = now_ms;
         self.busy_until_ms = 0;
         self.failures = self.failures.saturating_add(1);
         self.retry_at_ms = now_ms.saturating_add(backoff_ms(self.failures));
     }
 
-    /// The fetcher went away without an answer (its request was cancelled).
+    /// The fetcher went away without an answer: let the next one in at once.
     pub fn release(&mut self) {
         self.busy_until_ms = 0;
     }
@@ -184,30 +210,63 @@ mod tests {
     fn only_one_claimant_while_busy() {
         let mut store = MemStore::default();
         ensure::<Fetched<String>>(&mut store, "k");
-        let first = update(&mut store, "k", |r: &mut Fetched<String>| r.claim(100, 50));
-        let second = update(&mut store, "k", |r: &mut Fetched<String>| r.claim(120, 50));
+        let first = update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.claim(100, 50)
+        });
+        let second = update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.claim(120, 50)
+        });
         assert_eq!((first, second), (Some(Claim::Acquired), Some(Claim::Busy)));
         // A stalled fetcher is taken over after its lock lapses.
-        let third = update(&mut store, "k", |r: &mut Fetched<String>| r.claim(151, 50));
+        let third = update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.claim(151, 50)
+        });
         assert_eq!(third, Some(Claim::Acquired));
     }
 
     #[test]
     fn failures_back_off_and_success_resets() {
         let mut r = Fetched::<u8>::default();
-        assert_eq!(r.claim(0, 10), Claim::Acquired);
-        r.fail(5);
-        assert_eq!(r.claim(6, 10), Claim::BackingOff { retry_at_ms: 1005 });
-        assert_eq!(r.claim(1005, 10), Claim::Acquired);
-        r.fail(1006);
-        assert_eq!(r.retry_at_ms, 3006);
-        assert_eq!(r.claim(3006, 10), Claim::Acquired);
+        assert_eq!(r.state.claim(0, 10), Claim::Acquired);
+        r.state.fail(5);
+        assert_eq!(
+            r.state.claim(6, 10),
+            Claim::BackingOff { retry_at_ms: 1005 }
+        );
+        assert_eq!(r.state.claim(1005, 10), Claim::Acquired);
+        r.state.fail(1006);
+        assert_eq!(r.state.retry_at_ms, 3006);
+        assert_eq!(r.state.claim(3006, 10), Claim::Acquired);
         r.succeed(7, 3010);
         assert_eq!(
-            (r.value, r.version, r.failures, r.retry_at_ms),
+            (r.value, r.version, r.state.failures, r.state.retry_at_ms),
             (Some(7), 1, 0, 0)
         );
+        // The same value again is not a new version: nobody re-parses it.
+        r.succeed(7, 4000);
+        assert_eq!(
+            (r.version, r.fetched_ms, r.state.completed_ms),
+            (1, 4000, 4000)
+        );
+        r.succeed(8, 5000);
+        assert_eq!(r.version, 2);
         assert_eq!(backoff_ms(100), 30_000);
+    }
+
+    #[test]
+    fn an_unchanged_record_is_not_written_back() {
+        let mut store = MemStore::default();
+        ensure::<Fetched<String>>(&mut store, "k");
+        let (_, cas) = store.get("k").unwrap();
+        let busy = update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.is_busy(0)
+        });
+        assert_eq!(busy, Some(false));
+        assert_eq!(store.get("k").unwrap().1, cas);
+        update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.claim(1, 1)
+        });
+        assert_ne!(store.get("k").unwrap().1, cas);
     }
 
     #[test]
@@ -226,7 +285,9 @@ mod tests {
         store.set("k", b"not json", 0);
         let r: Fetched<String> = read(&store, "k");
         assert_eq!(r, Fetched::default());
-        let claimed = update(&mut store, "k", |r: &mut Fetched<String>| r.claim(1, 1));
+        let claimed = update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.state.claim(1, 1)
+        });
         assert_eq!(claimed, Some(Claim::Acquired));
     }
 }

@@ -1,4 +1,4 @@
-//! Checking one JWT: size, header, key choice, signature and time (SPEC §4).
+//! Checking one JWT: size, header, key choice, signature and time.
 //!
 //! Policy (issuer, audience, client, scopes) is separate, in `policy.rs`, so a cached
 //! signature result can be re-judged cheaply and the order matches Envoy's `jwt_authn`.

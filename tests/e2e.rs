@@ -664,3 +664,37 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
         "defined at zero from the start"
     );
 }
+
+#[tokio::test]
+async fn a_caller_resetting_its_request_cannot_hold_key_rotation_off() {
+    // One refetch per 2 s at most: an abandoned refetch must not use that allowance up.
+    let s = stack_with(json!({"rediscovery_lifetime": 2}), 1).await;
+    let first = s.idp_token().await;
+    assert_eq!(s.bearer(&first).await.status, 200);
+    assert_eq!(s.idp.counts().jwks, 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // The IdP rotates, and its key set answers slowly, as a real one far away does.
+    s.idp.publish(&["rsa-2", "rsa-1", "ec-1", "ed-1"]);
+    s.idp.rotate_to("rsa-2");
+    s.idp
+        .set_fault(Endpoint::Jwks, Fault::Delay(Duration::from_millis(400)));
+    let rotated = s.idp_token().await;
+    // A caller sends a token with the new kid and gives up long before the key set comes.
+    let gave_up = s
+        .http
+        .get(s.envoy.url("/api"))
+        .bearer_auth(&rotated)
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the caller reset its request: {gave_up:?}"
+    );
+    // The refetch it started lands anyway, and the next caller with the new key passes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.idp.clear_faults();
+    let a = s.bearer(&rotated).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(s.idp.counts().jwks, 2);
+}

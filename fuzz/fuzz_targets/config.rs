@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
             // Everything derived at configure time.
             let gate = Gate::new(config);
             let _ = gate.strip_headers();
-            let _ = gate.config().realm.len();
+            let _ = gate.config().accept.realm.len();
         }
         Err(e) => {
             // The error is logged: it must render, and name a key.

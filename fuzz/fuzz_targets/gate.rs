@@ -12,7 +12,9 @@
 use libfuzzer_sys::fuzz_target;
 use oidcgate::config::Config;
 use oidcgate::credentials::{ClientCredentials, Credential, Secret};
-use oidcgate::gate::{Fetch, Gate, Resource, Step};
+use oidcgate::fetch::{Fetch, Resource, Step};
+use oidcgate::gate::Gate;
+use oidcgate::outcome::Verdict;
 use oidcgate::store::MemStore;
 use oidcgate::{policy, verify};
 use oidcgate_fuzz::{
@@ -45,8 +47,8 @@ impl World {
         let gate = &mut self.gates[worker];
         let step = gate.authenticate(&mut self.store, &cred, started_ms, self.now_ms);
         match &step {
-            Step::Allow(headers) => self.check_allowed(&cred, headers),
-            Step::Deny(denial) => {
+            Step::Done(Verdict::Allow(headers)) => self.check_allowed(&cred, headers),
+            Step::Done(Verdict::Deny(denial)) => {
                 assert!(matches!(denial.status(), 401 | 403 | 503));
                 let _ = denial.body();
             }
@@ -73,7 +75,7 @@ impl World {
         let token = match cred {
             Credential::Bearer(t) => t.to_string(),
             Credential::Client(_) => {
-                let th = self.config.token_header.as_ref().expect("token header");
+                let th = self.config.upstream.token_header.as_ref().expect("token header");
                 let (_, value) = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(&th.name))
@@ -86,7 +88,7 @@ impl World {
         };
         let kid = jwt_kid(&token);
         let reference = any_fixture_key(kid.as_deref());
-        let verified = verify::verify(&token, &reference, self.now_ms / 1000, self.config.leeway_s)
+        let verified = verify::verify(&token, &reference, self.now_ms / 1000, self.config.accept.leeway_s)
             .unwrap_or_else(|p| panic!("allowed a token that does not verify: {p:?}"));
         assert_eq!(policy::authorize(self.config, &verified.claims), Ok(()));
     }

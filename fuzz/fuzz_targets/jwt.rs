@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 fn judge(claims_map: &Map<String, Value>) {
     let config = strict_config();
     let _ = policy::authorize(config, claims_map);
-    for (name, value) in claims::headers(&config.claim_headers, claims_map) {
+    for (name, value) in claims::headers(&config.policy.claim_headers, claims_map) {
         assert!(!name.is_empty());
         assert!(!value.chars().any(char::is_control), "{value:?}");
     }
@@ -20,7 +20,7 @@ fn judge(claims_map: &Map<String, Value>) {
 
 fuzz_target!(|data: &[u8]| {
     let token = String::from_utf8_lossy(data);
-    let (now_s, leeway_s) = (NOW_S, strict_config().leeway_s);
+    let (now_s, leeway_s) = (NOW_S, strict_config().accept.leeway_s);
     if let Ok(verified) = verify::verify(&token, fixture_keys(), now_s, leeway_s) {
         assert!(verified.exp_s + leeway_s >= now_s);
         assert_eq!(

@@ -27,13 +27,13 @@ impl SharedStore for HostStore {
     }
 }
 
-/// Milliseconds since the Unix epoch by the host's clock.
-pub fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch by the host's clock; `None` when it cannot be read.
+pub fn now_ms() -> Option<u64> {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .filter(|&ms| ms > 0)
 }
 
 /// A request header as text. A value that is not UTF-8 is passed on as lossy text, so it

@@ -1,5 +1,5 @@
-//! One request: read the credential, strip it, ask the gate, and apply the verdict — or
-//! wait, parked, until the root or a callout answer applies it.
+//! One request: read the credential, strip it, hand it to the core, and apply the verdict —
+//! or wait, parked, until an answer or the timer decides it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,10 +8,10 @@ use log::info;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::host;
-use super::worker::{allow, apply, deliver, Next, Shared, Verdict};
-use crate::credentials::{self, Credential, RequestView};
-use crate::outcome::Denial;
+use super::host::{self, HostStore};
+use super::worker::{allow, deliver, pump, Shared};
+use crate::credentials::{self, RequestView};
+use crate::outcome::{Denial, Verdict};
 
 pub struct Request {
     context_id: u32,
@@ -19,7 +19,6 @@ pub struct Request {
     /// Where `Drop` reports this context gone, without borrowing the worker. Set only once
     /// the request is parked: a request decided at once leaves nothing behind to clean up.
     gone: Option<Rc<RefCell<Vec<u32>>>>,
-    started_ms: u64,
     /// The body may hold credential fields: buffer it and strip them before it goes on.
     /// Holds the content type, read at headers time (Envoy forbids header access later).
     strip_body: Option<String>,
@@ -31,7 +30,6 @@ impl Request {
             context_id,
             worker,
             gone: None,
-            started_ms: 0,
             strip_body: None,
         }
     }
@@ -42,12 +40,13 @@ impl Request {
     /// from this filter until the request is resumed, and resuming sends the headers
     /// upstream. So the verdict is reached on headers; body credential fields are removed
     /// afterwards, and a credential found only in a body cannot be used (fails closed).
-    /// Nothing reaches the upstream but through [`apply`] of an allow, which strips every
-    /// caller copy of the credential and of the headers the filter writes.
+    /// Nothing reaches the upstream but through [`allow`], which strips every caller copy
+    /// of the credential and of the headers the filter writes.
     fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
         let (reads_query, reads_body) = {
             let w = worker.borrow();
-            (w.gate.config().reads_query(), w.gate.config().reads_body())
+            let config = w.life.gate().config();
+            (config.reads_query(), config.reads_body())
         };
         // Only the headers this configuration needs: every read is a host call.
         let authorization = host::request_header("authorization");
@@ -64,16 +63,13 @@ impl Request {
             path: &path,
             content_type: content_type.as_deref(),
         };
-        let (extracted, strip) = {
+        let extracted = {
             let w = worker.borrow();
-            let config = w.gate.config();
+            let config = w.life.gate().config();
             if !end_of_stream && credentials::needs_body(config, &view) {
                 self.strip_body = content_type.clone();
             }
-            (
-                credentials::extract(config, &view, None),
-                w.gate.strip_headers(),
-            )
+            credentials::extract(config, &view, None)
         };
 
         if let Some(p) = &extracted.new_path {
@@ -84,68 +80,47 @@ impl Request {
             host::remove_request_header("content-length");
         }
 
-        let credential = match extracted.credential {
-            Ok(c) => c,
+        let verdict = match extracted.credential {
+            Ok(credential) => {
+                let now = host::now_ms();
+                let decided = {
+                    let mut w = worker.borrow_mut();
+                    w.bury();
+                    w.life
+                        .on_request(&mut HostStore, self.context_id, &credential, now)
+                };
+                match decided {
+                    Some(verdict) => verdict,
+                    None => {
+                        // Parked in the core: it must hear if this context goes away.
+                        self.gone = Some(worker.borrow().graveyard());
+                        match pump(worker, self.context_id) {
+                            Some(verdict) => verdict,
+                            None => return Action::Pause,
+                        }
+                    }
+                }
+            }
             Err(denial) => {
                 if self.strip_body.is_some() && denial == Denial::Missing {
                     info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic");
                 }
-                worker.borrow_mut().denied(self.context_id, None, &denial);
-                host::deny(&denial, &realm(worker));
-                return Action::Pause;
+                worker.borrow_mut().life.on_refused(self.context_id, denial)
             }
         };
-        self.decide(worker, &credential, &strip)
-    }
-
-    fn decide(&mut self, worker: &Shared, credential: &Credential, strip: &[String]) -> Action {
-        let mut now_ms = self.started_ms;
-        // A failed dispatch records a failure, so the second round answers 503.
-        for _ in 0..2 {
-            let next =
-                worker
-                    .borrow_mut()
-                    .decide(self.context_id, credential, self.started_ms, now_ms);
-            match next {
-                Next::Now(Verdict::Allow(headers)) => {
-                    allow(&headers, strip, false);
-                    return Action::Continue;
-                }
-                Next::Now(deny) => {
-                    apply(&deny, &realm(worker), strip, false);
-                    return Action::Pause;
-                }
-                Next::Parked(fetch) => {
-                    // Parked in the worker: it must hear if this context goes away.
-                    if self.gone.is_none() {
-                        self.gone = Some(worker.borrow().graveyard());
-                    }
-                    let Some(fetch) = fetch else {
-                        return Action::Pause;
-                    };
-                    match host::dispatch(&fetch.callout) {
-                        Ok(token) => {
-                            worker
-                                .borrow_mut()
-                                .track(token, fetch.resource, self.context_id);
-                            return Action::Pause;
-                        }
-                        Err(_) => {
-                            now_ms = host::now_ms();
-                            worker.borrow_mut().dispatch_failed(&fetch.resource, now_ms)
-                        }
-                    }
-                }
+        match verdict {
+            Verdict::Allow(headers) => {
+                let strip = worker.borrow().life.gate().strip_headers();
+                allow(&headers, &strip, false);
+                Action::Continue
+            }
+            Verdict::Deny(denial) => {
+                let realm = worker.borrow().life.gate().config().accept.realm.clone();
+                host::deny(&denial, &realm);
+                Action::Pause
             }
         }
-        host::deny(&Denial::IdpUnavailable { retry_after_s: 1 }, &realm(worker));
-        Action::Pause
     }
-}
-
-/// The realm of `WWW-Authenticate`, read only when a request is refused.
-fn realm(worker: &Shared) -> String {
-    worker.borrow().gate.config().realm.clone()
 }
 
 impl Context for Request {
@@ -157,7 +132,7 @@ impl Context for Request {
         _trailers: usize,
     ) {
         if let Some(worker) = &self.worker {
-            // Wakes this request and every other one parked in this VM.
+            // A token fetch this request sent: it wakes every request it unblocked.
             deliver(worker, self.context_id, token, body_size);
         }
     }
@@ -169,7 +144,6 @@ impl HttpContext for Request {
             host::deny_unconfigured();
             return Action::Pause;
         };
-        self.started_ms = host::now_ms();
         self.authenticate(&worker, end_of_stream)
     }
 
@@ -191,7 +165,8 @@ impl HttpContext for Request {
             ..RequestView::default()
         };
         let stripped =
-            credentials::extract(worker.borrow().gate.config(), &view, body.as_deref()).new_body;
+            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref())
+                .new_body;
         if let Some(new_body) = stripped {
             host::replace_request_body(body_size, &new_body);
         }

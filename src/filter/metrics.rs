@@ -7,51 +7,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::gate::Counters;
-
-/// What happened since the last flush.
-#[derive(Default)]
-pub struct Tally {
-    counts: BTreeMap<&'static str, u64>,
-    latencies_ms: Vec<u64>,
-}
-
-/// Most callout latencies kept between two flushes; more are dropped, not buffered.
-const MAX_SAMPLES: usize = 256;
-
-impl Tally {
-    pub fn bump(&mut self, name: &'static str) {
-        *self.counts.entry(name).or_default() += 1;
-    }
-
-    pub fn latency(&mut self, ms: u64) {
-        if self.latencies_ms.len() < MAX_SAMPLES {
-            self.latencies_ms.push(ms);
-        }
-    }
-}
-
-/// Every counter name, so all exist (at zero) from the start and dashboards see them.
-pub const COUNTERS: [&str; 19] = [
-    "oidcgate.allowed",
-    "oidcgate.denied.missing",
-    "oidcgate.denied.invalid_token",
-    "oidcgate.denied.invalid_client",
-    "oidcgate.denied.insufficient_scope",
-    "oidcgate.denied.idp_unavailable",
-    "oidcgate.idp.discovery.ok",
-    "oidcgate.idp.discovery.failed",
-    "oidcgate.idp.jwks.ok",
-    "oidcgate.idp.jwks.failed",
-    "oidcgate.idp.token.ok",
-    "oidcgate.idp.token.rejected",
-    "oidcgate.idp.token.failed",
-    "oidcgate.cache.verify.hit",
-    "oidcgate.cache.verify.miss",
-    "oidcgate.cache.token.hit",
-    "oidcgate.cache.token.miss",
-    "oidcgate.parked",
-    "oidcgate.parked.timeout",
-];
+use crate::tally::{Tally, COUNTERS};
 
 pub struct Metrics {
     ids: BTreeMap<&'static str, u32>,
@@ -102,11 +58,12 @@ impl Metrics {
             self.add(name, delta);
         }
         self.reported = counters;
-        for (name, delta) in std::mem::take(&mut tally.counts) {
+        let (counts, latencies_ms) = tally.take();
+        for (name, delta) in counts {
             self.add(name, delta);
         }
         if let Some(id) = self.latency {
-            for ms in tally.latencies_ms.drain(..) {
+            for ms in latencies_ms {
                 let _ = hostcalls::record_metric(id, ms);
             }
         }

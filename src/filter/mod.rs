@@ -1,5 +1,5 @@
 //! The proxy-wasm adapter: contexts, callouts and timers. It moves bytes between the host
-//! and the core ([`crate::gate::Gate`]) and decides nothing itself.
+//! and the core ([`crate::lifecycle::Lifecycle`]) and decides nothing itself.
 
 mod host;
 mod http;
@@ -16,6 +16,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 
 use crate::config::Config;
 use crate::gate::Gate;
+use crate::lifecycle::Lifecycle;
 use host::HostStore;
 use worker::{deliver, pump, Shared, Worker};
 
@@ -61,11 +62,12 @@ impl RootContext for Root {
                 return false;
             }
         };
-        info!("configured for issuer {}", config.issuer);
+        info!("configured for issuer {}", config.idp.issuer);
         let gate = Gate::new(config);
         // Never waits on the IdP: the first tick starts discovery in the background.
         gate.init_shared(&mut HostStore);
-        self.worker = Some(Rc::new(RefCell::new(Worker::new(gate))));
+        let life = Lifecycle::new(gate);
+        self.worker = Some(Rc::new(RefCell::new(Worker::new(life, self.context_id))));
         self.metrics = Some(metrics::Metrics::define());
         self.set_tick_period(TICK);
         true
@@ -73,12 +75,17 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(worker) = &self.worker else { return };
-        let fetches = worker.borrow_mut().background(host::now_ms());
-        pump(worker, self.context_id, fetches);
+        {
+            let mut w = worker.borrow_mut();
+            w.bury();
+            let now = w.now_ms();
+            w.life.on_tick(&mut HostStore, now);
+        }
+        pump(worker, self.context_id);
         if let Some(m) = &mut self.metrics {
             let mut w = worker.borrow_mut();
-            let counters = w.gate.counters();
-            m.flush(&mut w.tally, counters);
+            let counters = w.life.gate().counters();
+            m.flush(w.life.tally(), counters);
         }
     }
 

@@ -13,7 +13,9 @@ use oidcgate::config::Config;
 use oidcgate::credentials::{
     self, basic_header, ClientCredentials, Credential, RequestView, Secret,
 };
-use oidcgate::gate::{Gate, Resource, Step};
+use oidcgate::fetch::{Resource, Step};
+use oidcgate::gate::Gate;
+use oidcgate::outcome::Verdict;
 use oidcgate::jwks::KeySet;
 use oidcgate::store::{Fetched, MemStore, SharedStore};
 use oidcgate::verify;
@@ -136,7 +138,7 @@ fn run(input: &[u8]) -> Result<(), String> {
                     let body = answer(&f.resource);
                     gate.on_answer(&mut store, &f.resource, Some(200), body.as_bytes(), now_ms);
                 }
-                Step::Allow(_) => {
+                Step::Done(Verdict::Allow(_)) => {
                     allowed = true;
                     break;
                 }

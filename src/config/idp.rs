@@ -1,0 +1,80 @@
+//! Where the IdP is and how the filter talks to it.
+
+use super::raw::{RawConfig, TokenEndpointAuth};
+use super::{err, ConfigError};
+use crate::url::HttpUrl;
+
+/// Upper bound that keeps a typo from configuring an absurd callout timeout.
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, Clone)]
+pub struct IdpSettings {
+    /// As configured; tokens' `iss` is compared with it (through `issuers_allowed`).
+    pub issuer: String,
+    pub discovery_url: HttpUrl,
+    /// Overrides of what discovery says.
+    pub token_endpoint: Option<HttpUrl>,
+    pub jwks_uri: Option<HttpUrl>,
+    pub cluster: Option<String>,
+    pub token_endpoint_auth: TokenEndpointAuth,
+    /// `scope` sent in token requests.
+    pub scopes: Vec<String>,
+    pub timeout_ms: u64,
+    /// Least time between two key-set refetches an unknown `kid` asks for.
+    pub rediscovery_ms: u64,
+}
+
+impl IdpSettings {
+    pub(super) fn from_raw(raw: &RawConfig) -> Result<IdpSettings, ConfigError> {
+        HttpUrl::parse(&raw.issuer).map_err(|r| err("issuer", r))?;
+        let discovery_url = HttpUrl::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            raw.issuer.trim_end_matches('/')
+        ))
+        .map_err(|r| err("issuer", r))?;
+        if let Some(cluster) = &raw.idp_cluster {
+            if cluster.trim().is_empty() {
+                return Err(err("idp_cluster", "must not be empty"));
+            }
+        }
+        if raw.scopes.iter().any(|s| s.is_empty()) {
+            return Err(err("scopes", "entries must not be empty"));
+        }
+        if raw
+            .scopes
+            .iter()
+            .any(|s| s.chars().any(|c| c == ' ' || c.is_control()))
+        {
+            return Err(err("scopes", "a scope cannot contain spaces"));
+        }
+        if raw.timeout == 0 || raw.timeout > MAX_TIMEOUT_MS {
+            return Err(err(
+                "timeout",
+                format!("must be between 1 and {MAX_TIMEOUT_MS} ms"),
+            ));
+        }
+        Ok(IdpSettings {
+            issuer: raw.issuer.clone(),
+            discovery_url,
+            token_endpoint: parse_opt_url("token_endpoint", raw.token_endpoint.as_deref())?,
+            jwks_uri: parse_opt_url("jwks_uri", raw.jwks_uri.as_deref())?,
+            cluster: raw.idp_cluster.clone(),
+            token_endpoint_auth: raw.token_endpoint_auth_method,
+            scopes: raw.scopes.clone(),
+            timeout_ms: raw.timeout,
+            rediscovery_ms: super::seconds("rediscovery_lifetime", raw.rediscovery_lifetime)?
+                .saturating_mul(1000),
+        })
+    }
+
+    /// The upstream (Envoy cluster, Kong `host:port`) a callout to `url` goes to.
+    pub fn cluster_for<'a>(&'a self, url: &'a HttpUrl) -> &'a str {
+        self.cluster.as_deref().unwrap_or(&url.host_port)
+    }
+}
+
+fn parse_opt_url(key: &str, value: Option<&str>) -> Result<Option<HttpUrl>, ConfigError> {
+    value
+        .map(|v| HttpUrl::parse(v).map_err(|r| err(key, r)))
+        .transpose()
+}

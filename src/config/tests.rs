@@ -1,0 +1,245 @@
+use super::*;
+
+fn parse(json: &str) -> Result<Config, ConfigError> {
+    Config::parse(json.as_bytes())
+}
+
+fn key_of(json: &str) -> String {
+    match parse(json) {
+        Ok(_) => panic!("{json} should be rejected"),
+        Err(e) => e.key,
+    }
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let c = parse(r#"{"issuer":"https://idp.example.com/oauth2/default"}"#).unwrap();
+    assert_eq!(
+        c.sources().0,
+        Sources {
+            header: true,
+            body: false,
+            query: false
+        }
+    );
+    assert_eq!(
+        c.sources().1,
+        Sources {
+            header: true,
+            body: false,
+            query: false
+        }
+    );
+    assert_eq!(
+        c.idp.token_endpoint_auth,
+        TokenEndpointAuth::ClientSecretBasic
+    );
+    assert_eq!(
+        c.accept.issuers_allowed,
+        vec!["https://idp.example.com/oauth2/default"]
+    );
+    assert_eq!(
+        c.upstream.token_header,
+        Some(TokenHeader {
+            name: "authorization".into(),
+            scheme: Some("Bearer".into())
+        })
+    );
+    assert_eq!(c.accept.leeway_s, 0);
+    assert!(c.accept.cache_tokens);
+    assert_eq!(c.accept.neg_ttl_ms, 10_000);
+    assert_eq!(c.idp.rediscovery_ms, 30_000);
+    assert_eq!(c.idp.timeout_ms, 10_000);
+    assert_eq!(c.accept.realm, "idp.example.com");
+    assert_eq!(c.policy.clients_allowed, None);
+    assert_eq!(
+        c.idp.discovery_url.path,
+        "/oauth2/default/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        c.idp.cluster_for(&c.idp.discovery_url),
+        "idp.example.com:443"
+    );
+    assert!(!c.reads_body());
+}
+
+#[test]
+fn every_key_is_accepted() {
+    let c = parse(
+        r#"{"issuer":"http://127.0.0.1:9000/oauth2/default",
+                "token_endpoint":"http://127.0.0.1:9000/t","jwks_uri":"http://127.0.0.1:9000/k",
+                "idp_cluster":"idp","auth_methods":["bearer"],
+                "client_credentials_param_type":["header","body","query"],
+                "bearer_token_param_type":["header","query"],
+                "token_endpoint_auth_method":"client_secret_post","client_id":["a","b"],
+                "scopes":["read"],"scopes_required":["read"],"audience_required":["api://default"],
+                "issuers_allowed":["x","y"],"upstream_headers_claims":["iss","realm.roles"],
+                "upstream_headers_names":["Issuer_Header","X-Roles"],
+                "upstream_access_token_header":"x-access-token","leeway":5,"cache_tokens":false,
+                "cache_ttl_neg":3,"rediscovery_lifetime":7,"timeout":500,"realm":"api"}"#,
+    )
+    .unwrap();
+    assert_eq!(c.sources().0, Sources::default());
+    assert_eq!(
+        c.sources().1,
+        Sources {
+            header: true,
+            body: false,
+            query: true
+        }
+    );
+    assert_eq!(
+        c.idp.token_endpoint_auth,
+        TokenEndpointAuth::ClientSecretPost
+    );
+    assert_eq!(
+        c.upstream.token_header,
+        Some(TokenHeader {
+            name: "x-access-token".into(),
+            scheme: None
+        })
+    );
+    assert_eq!(
+        c.policy.claim_headers[1],
+        ClaimHeader {
+            claim: "realm.roles".into(),
+            header: "X-Roles".into()
+        }
+    );
+    assert_eq!(c.accept.issuers_allowed, vec!["x", "y"]);
+    assert_eq!(
+        (
+            c.accept.leeway_s,
+            c.accept.neg_ttl_ms,
+            c.idp.rediscovery_ms,
+            c.idp.timeout_ms
+        ),
+        (5, 3000, 7000, 500)
+    );
+    assert_eq!(
+        c.idp.cluster_for(c.idp.token_endpoint.as_ref().unwrap()),
+        "idp"
+    );
+    assert_eq!(c.accept.realm, "api");
+}
+
+#[test]
+fn null_token_header_means_not_forwarded() {
+    let c = parse(r#"{"issuer":"http://i","upstream_access_token_header":null}"#).unwrap();
+    assert_eq!(c.upstream.token_header, None);
+}
+
+#[test]
+fn errors_name_the_key() {
+    assert_eq!(key_of(r#"{}"#), "(root)");
+    assert_eq!(key_of(r#"[]"#), "(root)");
+    assert_eq!(key_of(r#"{"issuer":"http://i","bogus":1}"#), "bogus");
+    assert_eq!(key_of(r#"{"issuer":"ftp://i"}"#), "issuer");
+    assert_eq!(key_of(r#"{"issuer":"http://"}"#), "issuer");
+    assert_eq!(key_of(r#"{"issuer":"http://i","leeway":-1}"#), "leeway");
+    assert_eq!(key_of(r#"{"issuer":"http://i","leeway":"5"}"#), "leeway");
+    assert_eq!(key_of(r#"{"issuer":"http://i","timeout":0}"#), "timeout");
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","auth_methods":["password"]}"#),
+        "auth_methods"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","auth_methods":[]}"#),
+        "auth_methods"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","bearer_token_param_type":["body"]}"#),
+        "bearer_token_param_type"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","token_endpoint":"nope"}"#),
+        "token_endpoint"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","upstream_headers_claims":["iss"]}"#),
+        "upstream_headers_names"
+    );
+    assert_eq!(
+        key_of(
+            r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["bad header"]}"#
+        ),
+        "upstream_headers_names"
+    );
+    assert_eq!(
+        key_of(
+            r#"{"issuer":"http://i","upstream_headers_claims":["iss"],"upstream_headers_names":["Host"]}"#
+        ),
+        "upstream_headers_names"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","upstream_access_token_header":"a b"}"#),
+        "upstream_access_token_header"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","client_id":[]}"#),
+        "client_id"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","scopes":["a b"]}"#),
+        "scopes"
+    );
+    assert_eq!(key_of(r#"{"issuer":"http://i","realm":"a\"b"}"#), "realm");
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","issuers_allowed":[]}"#),
+        "issuers_allowed"
+    );
+}
+
+#[test]
+fn error_message_is_one_short_line() {
+    let e = parse(r#"{"issuer":"http://i","bogus":1}"#).unwrap_err();
+    let line = e.to_string();
+    assert_eq!(
+        line,
+        "invalid configuration: `bogus`: unknown field `bogus`"
+    );
+}
+
+#[test]
+fn an_error_always_names_a_key() {
+    // Found by fuzz/fuzz_targets/config.rs: these used to report the key as ``.
+    for input in [
+        r#"{"":1}"#,
+        r#"{"issuer":"http://i","":1}"#,
+        r#"{"[":1}"#,
+        r#"{".x":1}"#,
+        r#"{"issuer":"http://i","[":"#,
+    ] {
+        let e = parse(input).unwrap_err();
+        assert!(!e.key.is_empty(), "{input}: {e}");
+    }
+}
+
+#[test]
+fn garbage_is_rejected_not_panicking() {
+    for input in ["", "nul", "{", "\u{0}", "{\"issuer\":1}", "1e999"] {
+        assert!(parse(input).is_err(), "{input:?}");
+    }
+}
+
+#[test]
+fn fingerprint_changes_with_the_configuration() {
+    let a = parse(r#"{"issuer":"http://a"}"#).unwrap();
+    let b = parse(r#"{"issuer":"http://b"}"#).unwrap();
+    assert_ne!(a.fingerprint, b.fingerprint);
+}
+
+#[test]
+fn keys_lists_exactly_the_accepted_keys() {
+    // serde names every field it knows when it refuses an unknown one.
+    let e = serde_json::from_str::<RawConfig>(r#"{"zzz":1}"#).unwrap_err();
+    let message = e.to_string();
+    let known: Vec<&str> = message
+        .split_once("expected one of ")
+        .map(|(_, list)| list.split(" at line").next().unwrap_or(list))
+        .unwrap_or_default()
+        .split(", ")
+        .map(|k| k.trim_matches('`'))
+        .collect();
+    assert_eq!(known, KEYS, "{message}");
+}

@@ -1,0 +1,375 @@
+//! The life of the requests of one VM and of the callouts they wait for. Sans-IO, like the
+//! gate: the adapter hands in what the host reports, with the shared store and the time, and
+//! drains what to send ([`Lifecycle::next_fetch`]) and which parked requests are decided
+//! ([`Lifecycle::next_verdict`]).
+//!
+//! ```text
+//!  headers ─► on_request ─► verdict now ─► continue │ local reply
+//!                 │
+//!                 ▼ parked, waiting for a resource (its fetch, if any, in the outbox)
+//!  on_answer / on_send_failed / on_tick ─► rerun each parked request whose resource settled
+//!                 ├─► decided ─► next_verdict ─► the adapter resumes it or replies
+//!                 ├─► past started + timeout ─► 503
+//!                 └─► still waiting (asked again on the next event)
+//!  on_gone ─► forgotten; what it was waiting for is fetched on regardless
+//! ```
+//!
+//! The discovery document and the key set serve every caller, so their fetches go out from
+//! the root context ([`Lifecycle::next_fetch`] with `from_root`): a caller that resets its
+//! request cannot cancel them, whoever needed them first. A token fetch goes out at once
+//! from the request that needs it (only holders of that client's secret share it); if that
+//! request goes away, the host cancels the callout and the fetch is released for the next.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use log::{info, warn};
+
+use crate::cache::log_tag;
+use crate::credentials::Credential;
+use crate::fetch::{Applied, Fetch, Resource, Step};
+use crate::gate::Gate;
+use crate::outcome::{Denial, Verdict};
+use crate::store::SharedStore;
+use crate::tally::Tally;
+
+/// Caller-controlled text in a log line is cut to this many characters.
+const MAX_LOGGED_CHARS: usize = 64;
+
+struct Parked {
+    credential: Credential,
+    started_ms: u64,
+    deadline_ms: u64,
+    /// What it waits for; while that is still being fetched, asking again is pointless.
+    waiting: Resource,
+}
+
+struct InFlight {
+    resource: Resource,
+    /// The request context that sent it; `None` for the root context.
+    owner: Option<u32>,
+    sent_ms: u64,
+}
+
+pub struct Lifecycle {
+    gate: Gate,
+    parked: BTreeMap<u32, Parked>,
+    in_flight: HashMap<u32, InFlight>,
+    /// Fetches of one caller's token: sent from whichever context runs next.
+    outbox: VecDeque<Fetch>,
+    /// Fetches every caller depends on: sent from the root context only.
+    outbox_root: VecDeque<Fetch>,
+    decided: VecDeque<(u32, Verdict)>,
+    tally: Tally,
+}
+
+impl Lifecycle {
+    pub fn new(gate: Gate) -> Lifecycle {
+        Lifecycle {
+            gate,
+            parked: BTreeMap::new(),
+            in_flight: HashMap::new(),
+            outbox: VecDeque::new(),
+            outbox_root: VecDeque::new(),
+            decided: VecDeque::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
+    }
+
+    /// How many requests wait for the IdP.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// A new request with its credential; `now_ms` is `None` when the host clock could not
+    /// be read. `None` back means it is parked.
+    pub fn on_request(
+        &mut self,
+        store: &mut dyn SharedStore,
+        context: u32,
+        credential: &Credential,
+        now_ms: Option<u64>,
+    ) -> Option<Verdict> {
+        let Some(now_ms) = now_ms else {
+            // Without the time no expiry can be checked: fail closed.
+            warn!("the host clock could not be read; refusing the request");
+            let verdict = Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
+            self.count(context, Some(credential), &verdict);
+            return Some(verdict);
+        };
+        self.decide(store, context, credential, now_ms, now_ms)
+    }
+
+    /// A request refused before it showed a usable credential.
+    pub fn on_refused(&mut self, context: u32, denial: Denial) -> Verdict {
+        let verdict = Verdict::Deny(denial);
+        self.count(context, None, &verdict);
+        verdict
+    }
+
+    fn decide(
+        &mut self,
+        store: &mut dyn SharedStore,
+        context: u32,
+        credential: &Credential,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Option<Verdict> {
+        let waiting = match self
+            .gate
+            .authenticate(store, credential, started_ms, now_ms)
+        {
+            Step::Done(verdict) => {
+                self.parked.remove(&context);
+                self.count(context, Some(credential), &verdict);
+                return Some(verdict);
+            }
+            Step::Wait(resource) => resource,
+            Step::Fetch(fetch) => {
+                let resource = fetch.resource.clone();
+                self.queue(fetch);
+                resource
+            }
+        };
+        match self.parked.get_mut(&context) {
+            Some(p) => p.waiting = waiting,
+            None => {
+                self.tally.bump("oidcgate.parked");
+                let deadline_ms = started_ms.saturating_add(self.gate.config().idp.timeout_ms);
+                self.parked.insert(
+                    context,
+                    Parked {
+                        credential: credential.clone(),
+                        started_ms,
+                        deadline_ms,
+                        waiting,
+                    },
+                );
+            }
+        }
+        None
+    }
+
+    fn queue(&mut self, fetch: Fetch) {
+        match fetch.resource {
+            Resource::Token(_) => self.outbox.push_back(fetch),
+            Resource::Discovery | Resource::Jwks => self.outbox_root.push_back(fetch),
+        }
+    }
+
+    /// The next callout to send now: from the root context, any; from a request context,
+    /// only what that request may own.
+    pub fn next_fetch(&mut self, from_root: bool) -> Option<Fetch> {
+        match from_root {
+            true => self
+                .outbox_root
+                .pop_front()
+                .or_else(|| self.outbox.pop_front()),
+            false => self.outbox.pop_front(),
+        }
+    }
+
+    /// Whether a fetch waits for the root context.
+    pub fn root_has_work(&self) -> bool {
+        !self.outbox_root.is_empty()
+    }
+
+    /// The next parked request decided, and its verdict.
+    pub fn next_verdict(&mut self) -> Option<(u32, Verdict)> {
+        self.decided.pop_front()
+    }
+
+    /// The host accepted the callout for `resource`, sent from request context `owner`
+    /// (`None`: the root); its answer will come as `token`.
+    pub fn on_sent(&mut self, token: u32, resource: Resource, owner: Option<u32>, now_ms: u64) {
+        self.in_flight.insert(
+            token,
+            InFlight {
+                resource,
+                owner,
+                sent_ms: now_ms,
+            },
+        );
+    }
+
+    /// The host refused to send the callout (unknown cluster, no resolved host): the same
+    /// as an answer that never came.
+    pub fn on_send_failed(
+        &mut self,
+        store: &mut dyn SharedStore,
+        resource: &Resource,
+        now_ms: u64,
+    ) {
+        warn!(
+            "could not send the {} request to the IdP (check idp_cluster)",
+            resource.name()
+        );
+        self.tally.bump(failed_metric(resource));
+        self.gate.on_answer(store, resource, None, b"", now_ms);
+        self.rerun(store, now_ms);
+    }
+
+    /// The answer to callout `token` (`status` is `None` when it failed or timed out).
+    /// Returns false when the callout is not one of ours.
+    pub fn on_answer(
+        &mut self,
+        store: &mut dyn SharedStore,
+        token: u32,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let Some(flight) = self.in_flight.remove(&token) else {
+            return false;
+        };
+        let applied = self
+            .gate
+            .on_answer(store, &flight.resource, status, body, now_ms);
+        self.tally.latency(now_ms.saturating_sub(flight.sent_ms));
+        let what = flight.resource.name();
+        match applied {
+            Applied::Stored => {
+                self.tally.bump(match flight.resource {
+                    Resource::Discovery => "oidcgate.idp.discovery.ok",
+                    Resource::Jwks => "oidcgate.idp.jwks.ok",
+                    Resource::Token(_) => "oidcgate.idp.token.ok",
+                });
+                info!("{what} fetched from the IdP");
+            }
+            Applied::Rejected(error) => {
+                self.tally.bump("oidcgate.idp.token.rejected");
+                info!("token endpoint refused the client: {error}");
+            }
+            Applied::Failed(why) => {
+                self.tally.bump(failed_metric(&flight.resource));
+                warn!("{what} fetch failed: {why}");
+            }
+        }
+        self.rerun(store, now_ms);
+        true
+    }
+
+    /// The timer: background fetches, deadlines, and requests another worker unblocked.
+    pub fn on_tick(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
+        for fetch in self.gate.background(store, now_ms) {
+            self.queue(fetch);
+        }
+        self.rerun(store, now_ms);
+    }
+
+    /// The request of `context` is gone (answered, reset, timed out by the host). The host
+    /// cancelled the callouts it sent: their fetches are released for the next request.
+    pub fn on_gone(&mut self, store: &mut dyn SharedStore, context: u32, now_ms: u64) {
+        self.parked.remove(&context);
+        let orphaned: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.owner == Some(context))
+            .map(|(token, _)| *token)
+            .collect();
+        for token in orphaned {
+            if let Some(f) = self.in_flight.remove(&token) {
+                self.gate.abandon(store, &f.resource, now_ms);
+            }
+        }
+    }
+
+    /// Re-asks about every parked request whose resource is no longer being fetched; past
+    /// its deadline a request gets 503.
+    fn rerun(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
+        // One shared-data read per awaited resource, not one per parked request: an IdP
+        // outage can park thousands.
+        let mut busy: Vec<(Resource, bool)> = Vec::new();
+        let contexts: Vec<u32> = self.parked.keys().copied().collect();
+        for context in contexts {
+            let Some(p) = self.parked.get(&context) else {
+                continue;
+            };
+            if now_ms >= p.deadline_ms {
+                let credential = p.credential.clone();
+                self.parked.remove(&context);
+                self.tally.bump("oidcgate.parked.timeout");
+                let verdict = Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
+                self.count(context, Some(&credential), &verdict);
+                self.decided.push_back((context, verdict));
+                continue;
+            }
+            let still_busy = match busy.iter().find(|(r, _)| *r == p.waiting) {
+                Some((_, b)) => *b,
+                None => {
+                    let b = self.gate.is_busy(store, &p.waiting, now_ms);
+                    busy.push((p.waiting.clone(), b));
+                    b
+                }
+            };
+            if still_busy {
+                continue;
+            }
+            let (credential, started_ms) = (p.credential.clone(), p.started_ms);
+            if let Some(verdict) = self.decide(store, context, &credential, started_ms, now_ms) {
+                self.decided.push_back((context, verdict));
+            }
+        }
+    }
+
+    /// Counts a verdict; logs a denial.
+    fn count(&mut self, context: u32, credential: Option<&Credential>, verdict: &Verdict) {
+        let denial = match verdict {
+            Verdict::Allow(_) => {
+                self.tally.bump("oidcgate.allowed");
+                return;
+            }
+            Verdict::Deny(denial) => denial,
+        };
+        self.tally.bump(match denial {
+            Denial::Missing => "oidcgate.denied.missing",
+            Denial::InvalidToken(_) => "oidcgate.denied.invalid_token",
+            Denial::InvalidClient => "oidcgate.denied.invalid_client",
+            Denial::InsufficientScope => "oidcgate.denied.insufficient_scope",
+            Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
+        });
+        // Who, without the secret or the token: the client id, or a short hash of the token.
+        let who = match credential {
+            Some(Credential::Client(c)) => format!("client_id={}", bounded(&c.id)),
+            Some(Credential::Bearer(t)) => format!("token={}", log_tag(t)),
+            None => "credential=none".to_string(),
+        };
+        info!(
+            "denied {} status={} {who} ctx={context}",
+            denial,
+            denial.status()
+        );
+    }
+}
+
+fn failed_metric(resource: &Resource) -> &'static str {
+    match resource {
+        Resource::Discovery => "oidcgate.idp.discovery.failed",
+        Resource::Jwks => "oidcgate.idp.jwks.failed",
+        Resource::Token(_) => "oidcgate.idp.token.failed",
+    }
+}
+
+/// Caller-controlled text as a log line may carry it: escaped, and cut short.
+fn bounded(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_LOGGED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > MAX_LOGGED_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

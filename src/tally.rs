@@ -1,0 +1,61 @@
+//! What happened since the host last heard: counts by metric name and IdP latencies. Plain
+//! memory, bumped on the request path; the adapter moves it to the host on the timer, so a
+//! request makes no metric host call.
+
+use std::collections::BTreeMap;
+
+/// Most callout latencies kept between two flushes; more are dropped, not buffered.
+const MAX_SAMPLES: usize = 256;
+
+/// Every counter name, so all exist (at zero) from the start and dashboards see them.
+pub const COUNTERS: [&str; 19] = [
+    "oidcgate.allowed",
+    "oidcgate.denied.missing",
+    "oidcgate.denied.invalid_token",
+    "oidcgate.denied.invalid_client",
+    "oidcgate.denied.insufficient_scope",
+    "oidcgate.denied.idp_unavailable",
+    "oidcgate.idp.discovery.ok",
+    "oidcgate.idp.discovery.failed",
+    "oidcgate.idp.jwks.ok",
+    "oidcgate.idp.jwks.failed",
+    "oidcgate.idp.token.ok",
+    "oidcgate.idp.token.rejected",
+    "oidcgate.idp.token.failed",
+    "oidcgate.cache.verify.hit",
+    "oidcgate.cache.verify.miss",
+    "oidcgate.cache.token.hit",
+    "oidcgate.cache.token.miss",
+    "oidcgate.parked",
+    "oidcgate.parked.timeout",
+];
+
+#[derive(Debug, Default)]
+pub struct Tally {
+    counts: BTreeMap<&'static str, u64>,
+    latencies_ms: Vec<u64>,
+}
+
+impl Tally {
+    pub fn bump(&mut self, name: &'static str) {
+        *self.counts.entry(name).or_default() += 1;
+    }
+
+    pub fn latency(&mut self, ms: u64) {
+        if self.latencies_ms.len() < MAX_SAMPLES {
+            self.latencies_ms.push(ms);
+        }
+    }
+
+    pub fn count(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Hands over everything counted and sampled, leaving the tally empty.
+    pub fn take(&mut self) -> (BTreeMap<&'static str, u64>, Vec<u64>) {
+        (
+            std::mem::take(&mut self.counts),
+            std::mem::take(&mut self.latencies_ms),
+        )
+    }
+}
