@@ -149,14 +149,15 @@ fn from_authorization(
     }
 }
 
-/// RFC 6749 §2.3.1: `base64(urlencode(id) ":" urlencode(secret))`.
+/// RFC 7617: `base64(id ":" secret)`, both as they are. A caller's request to the API is
+/// not an OAuth token request, so RFC 6749 §2.3.1's form-encoding does not apply to it
+/// (`ab+c` is that secret, not `ab c`); it applies where the filter itself asks the token
+/// endpoint ([`basic_header`]). The id ends at the first colon; the secret may hold more.
 fn decode_basic(b64: &str) -> Option<Credential> {
     let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (id, secret) = text.split_once(':')?;
-    let id = form_decode(id);
-    let secret = form_decode(secret);
-    client(id, secret)
+    client(id.to_string(), secret.to_string())
 }
 
 fn client(id: String, secret: String) -> Option<Credential> {
@@ -288,18 +289,30 @@ mod tests {
     }
 
     #[test]
-    fn basic_round_trips_rfc6749_encoding() {
-        let header = basic_header("my client", "s3cr:t+/%");
+    fn basic_carries_id_and_secret_as_they_are() {
         let c = config("");
-        let got = extract(&c, &view(Some(&header), "/", None), None);
-        assert_eq!(got.credential, client_cred("my client", "s3cr:t+/%"));
-        // Plain (unencoded) Basic from common clients works too.
-        let plain = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("demo-client:demo-secret")
-        );
-        let got = extract(&c, &view(Some(&plain), "/", None), None);
-        assert_eq!(got.credential, client_cred("demo-client", "demo-secret"));
+        let raw_basic = |pair: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        };
+        for (id, secret) in [
+            ("demo-client", "demo-secret"),
+            ("svc", "ab+c&d"),
+            ("svc", "100%25 sure%"),
+            ("svc", "s3cr:t:with:colons"),
+            ("my client", "zoë-ß-密码"),
+            ("a+b", "x=y&z"),
+        ] {
+            let header = raw_basic(&format!("{id}:{secret}"));
+            let got = extract(&c, &view(Some(&header), "/", None), None);
+            assert_eq!(got.credential, client_cred(id, secret), "{id}:{secret}");
+        }
+        for bad in ["nocolon", ":secret", "id:", "a\u{1}b:s"] {
+            let got = extract(&c, &view(Some(&raw_basic(bad)), "/", None), None);
+            assert_eq!(got.credential, Err(Denial::InvalidClient), "{bad}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::outcome::{Denial, Headers, TokenProblem, Verdict};
 use crate::policy;
 use crate::records::Layout;
 use crate::store::{self, Fetched, SharedStore};
+use crate::upstream;
 use crate::verify::{self, MAX_TOKEN_BYTES};
 
 /// Key sets are refreshed in the background this often (Envoy `jwt_authn`'s default).
@@ -65,16 +66,20 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(config: Config) -> Gate {
+        // Every spelling of every header the filter writes, so that no caller copy an
+        // upstream would read as the filter's reaches it.
         let mut strip = vec!["authorization".to_string()];
         for name in config
             .policy
             .claim_headers
             .iter()
-            .map(|c| c.header.to_ascii_lowercase())
-            .chain(config.upstream.token_header.iter().map(|t| t.name.clone()))
+            .map(|c| c.header.as_str())
+            .chain(config.upstream.token_header.iter().map(|t| t.name.as_str()))
         {
-            if !strip.contains(&name) {
-                strip.push(name);
+            for spelled in upstream::spellings(name).unwrap_or_default() {
+                if !strip.contains(&spelled) {
+                    strip.push(spelled);
+                }
             }
         }
         let fetcher = Fetcher::new(Layout::new(&config.fingerprint), &config.idp);

@@ -71,6 +71,8 @@ fn time_checks_use_leeway_exactly() {
     let deny = |p| Verdict::Deny(Denial::InvalidToken(p));
     let cases = [
         (json!({"exp": now_s - 1}), deny(TokenProblem::Expired)),
+        // RFC 7519: expired on or after the second `exp` names.
+        (json!({"exp": now_s}), deny(TokenProblem::Expired)),
         (json!({"nbf": now_s + 1}), deny(TokenProblem::NotYetValid)),
         (
             json!({"iat": now_s + 1}),
@@ -87,7 +89,7 @@ fn time_checks_use_leeway_exactly() {
     }
     let mut lenient = World::new(r#","leeway":5"#);
     for claims in [
-        json!({"exp": now_s - 5}),
+        json!({"exp": now_s - 4}),
         json!({"nbf": now_s + 5}),
         json!({"iat": now_s + 5}),
     ] {
@@ -95,7 +97,7 @@ fn time_checks_use_leeway_exactly() {
         assert!(matches!(step, Verdict::Allow(_)), "{claims}: {step:?}");
     }
     for claims in [
-        json!({"exp": now_s - 6}),
+        json!({"exp": now_s - 5}),
         json!({"nbf": now_s + 6}),
         json!({"iat": now_s + 6}),
     ] {
@@ -550,8 +552,13 @@ fn strip_list_covers_credentials_and_every_written_header() {
         [
             "authorization",
             "issuer_header",
+            "issuer-header",
             "x-scopes",
-            "x-access-token"
+            "x_scopes",
+            "x-access-token",
+            "x_access-token",
+            "x-access_token",
+            "x_access_token"
         ]
     );
 }
@@ -625,4 +632,29 @@ fn a_key_set_refetch_that_brings_the_same_keys_is_not_a_new_version() {
     let after: Fetched<String> = store::read(&w.store, &key);
     assert_eq!(after.version, before.version);
     assert_eq!(after.fetched_ms, T0 + JWKS_MAX_AGE_MS);
+}
+
+#[test]
+fn a_token_is_expired_from_the_second_exp_names_on_for_every_algorithm() {
+    let mut w = World::new(BASE);
+    w.idp.keys = vec!["rsa-1", "ec-1", "ed-1"];
+    for kid in ["rsa-1", "ec-1", "ed-1"] {
+        let now_s = T0 / 1000;
+        let at = |exp: u64| bearer(&token(kid, json!({"exp": exp, "jti": kid})));
+        assert!(
+            matches!(w.run(&at(now_s + 1), T0), Verdict::Allow(_)),
+            "{kid}"
+        );
+        assert_eq!(
+            w.run(&at(now_s), T0),
+            Verdict::Deny(Denial::InvalidToken(TokenProblem::Expired)),
+            "{kid}"
+        );
+        // And a cached allow ends at that second too.
+        assert_eq!(
+            w.run(&at(now_s + 1), T0 + 1000),
+            Verdict::Deny(Denial::InvalidToken(TokenProblem::Expired)),
+            "{kid}"
+        );
+    }
 }

@@ -6,6 +6,40 @@
 //! filter does not look before it writes: a written header is set, which in Envoy replaces
 //! every copy the caller sent (`setCopy`), and a header only to strip is removed.
 
+/// Header names an upstream reads as `name`: any case (Envoy compares names without case)
+/// and `_` for `-` or back (CGI, WSGI and Rack fold both into `HTTP_X_SUBJECT`). Lower case,
+/// `name`'s own spelling first. `None` when a name has more separators than is reasonable to
+/// enumerate (2^n spellings for n separators).
+pub fn spellings(name: &str) -> Option<Vec<String>> {
+    let lower = name.to_ascii_lowercase();
+    let separators: Vec<usize> = lower
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'-' || *b == b'_')
+        .map(|(i, _)| i)
+        .collect();
+    if separators.len() > MAX_SEPARATORS {
+        return None;
+    }
+    let mut out = vec![lower.clone()];
+    for mask in 0u32..(1 << separators.len()) {
+        let mut bytes = lower.clone().into_bytes();
+        for (bit, &at) in separators.iter().enumerate() {
+            if let Some(b) = bytes.get_mut(at) {
+                *b = if mask & (1 << bit) != 0 { b'_' } else { b'-' };
+            }
+        }
+        let spelled = String::from_utf8(bytes).unwrap_or_default();
+        if !out.contains(&spelled) {
+            out.push(spelled);
+        }
+    }
+    Some(out)
+}
+
+/// The most `-` or `_` a header name the filter writes may have.
+pub const MAX_SEPARATORS: usize = 4;
+
 /// One change to the request's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit<'a> {
@@ -33,6 +67,27 @@ pub fn edits<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_an_upstream_folds_into_the_name() {
+        assert_eq!(
+            spellings("Authorization"),
+            Some(vec!["authorization".into()])
+        );
+        assert_eq!(
+            spellings("X-Subject"),
+            Some(vec!["x-subject".into(), "x_subject".into()])
+        );
+        assert_eq!(
+            spellings("Issuer_Header"),
+            Some(vec!["issuer_header".into(), "issuer-header".into()])
+        );
+        let four = spellings("a-b_c-d_e").unwrap();
+        assert_eq!(four.len(), 16);
+        assert_eq!(four[0], "a-b_c-d_e");
+        assert!(four.contains(&"a_b_c_d_e".to_string()) && four.contains(&"a-b-c-d-e".into()));
+        assert_eq!(spellings("a-b-c-d-e-f"), None);
+    }
 
     fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

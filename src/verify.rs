@@ -61,7 +61,7 @@ pub fn verify(
             }
         };
         match checked {
-            Ok(()) => return finish(token),
+            Ok(()) => return finish(token, now_s, leeway_s),
             Err(p) => problem = p,
         }
     }
@@ -112,14 +112,14 @@ fn verify_rsa(
     if secs(claims.invalid_before).is_some_and(|nbf| now_s.saturating_add(leeway_s) < nbf) {
         return Err(TokenProblem::NotYetValid);
     }
-    if secs(claims.expires_at).is_some_and(|exp| now_s < leeway_s || now_s - leeway_s > exp) {
+    if secs(claims.expires_at).is_some_and(|exp| now_s >= exp.saturating_add(leeway_s)) {
         return Err(TokenProblem::Expired);
     }
     Ok(())
 }
 
 /// The signature is good: read every claim (jwt-simple keeps only the standard ones typed).
-fn finish(token: &str) -> Result<Verified, TokenProblem> {
+fn finish(token: &str, now_s: u64, leeway_s: u64) -> Result<Verified, TokenProblem> {
     let payload = token.split('.').nth(1).ok_or(TokenProblem::Malformed)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
@@ -141,6 +141,10 @@ fn finish(token: &str) -> Result<Verified, TokenProblem> {
     // never compared at all (`u64::MAX` meant "valid forever"). Refuse it.
     if exp_s > MAX_NUMERIC_DATE_S {
         return Err(TokenProblem::Malformed);
+    }
+    // RFC 7519 §4.1.4: expired "on or after" `exp`; jwt-simple still accepts `exp == now`.
+    if now_s >= exp_s.saturating_add(leeway_s) {
+        return Err(TokenProblem::Expired);
     }
     Ok(Verified { claims, exp_s })
 }

@@ -272,6 +272,19 @@ async fn caller_copies_of_claim_headers_are_replaced() {
             .header("X-Subject", "admin")
             .header("X-Subject", "root")
             .header("X-Scopes", "spoof")
+            // Spellings CGI, WSGI and Rack upstreams read as the same headers.
+            .header("X_Subject", "admin")
+            .header("issuer-header", "https://evil.example.net")
+            .header("x_scopes", "spoof")
+    };
+    let no_other_spelling = |a: &Answer| {
+        for name in ["x_subject", "issuer-header", "x_scopes"] {
+            assert!(
+                a.upstream(name).is_none(),
+                "{name} reached the upstream: {:?}",
+                a.body
+            );
+        }
     };
     let a = s
         .send(spoofed(
@@ -283,6 +296,7 @@ async fn caller_copies_of_claim_headers_are_replaced() {
     assert_eq!(a.status, 200);
     assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
     assert_eq!(a.upstream("X-Subject"), Some("demo-client"));
+    no_other_spelling(&a);
     // A claim the token lacks: the caller's copy is removed, not passed through.
     let no_sub = s.idp.mint(MintSpec {
         remove: vec!["sub"],
@@ -293,6 +307,7 @@ async fn caller_copies_of_claim_headers_are_replaced() {
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.upstream("X-Subject"), None);
+    no_other_spelling(&a);
 }
 
 #[tokio::test]
@@ -697,4 +712,21 @@ async fn a_caller_resetting_its_request_cannot_hold_key_rotation_off() {
     let a = s.bearer(&rotated).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(s.idp.counts().jwks, 2);
+}
+
+#[tokio::test]
+async fn basic_secrets_with_reserved_characters_are_taken_as_sent() {
+    let s = stack().await;
+    let secret = "ab+c&d%25:zoë";
+    s.idp.add_client("svc+plus", secret, &["read"], &["read"]);
+    // reqwest sends RFC 7617 Basic: base64(id ":" secret), nothing encoded.
+    let a = s.basic("svc+plus", secret).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let seen = s.idp.last_token_request().unwrap();
+    assert_eq!(
+        (seen.client_id.as_str(), seen.client_secret.as_str()),
+        ("svc+plus", secret)
+    );
+    // The same bytes read as a form-encoded secret would be another secret: refused.
+    assert_eq!(s.basic("svc+plus", "ab c&d%:zoë").await.status, 401);
 }

@@ -3,7 +3,7 @@
 //! a configuration can carry more than one.
 
 use super::raw::{AuthMethod, RawConfig};
-use super::upstream::{is_header_name, is_reserved_header};
+use super::upstream::{check_spellings, is_header_name, is_reserved_header};
 use super::{err, ConfigError};
 
 /// A claim to forward: where to find it, and the header it becomes.
@@ -82,6 +82,7 @@ fn claim_headers(claims: &[String], names: &[String]) -> Result<Vec<ClaimHeader>
             if is_reserved_header(header) {
                 return Err(err(key, format!("`{header}` cannot be set from a claim")));
             }
+            check_spellings(key, header)?;
             Ok(ClaimHeader {
                 claim: claim.clone(),
                 header: header.clone(),

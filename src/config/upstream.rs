@@ -35,6 +35,7 @@ fn parse_token_header(spec: &str) -> Result<TokenHeader, ConfigError> {
     if !is_header_name(name) {
         return Err(err(key, format!("`{name}` is not a valid header name")));
     }
+    check_spellings(key, name)?;
     let scheme = match scheme {
         Some(s) if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
             return Err(err(key, format!("`{s}` is not a valid scheme")));
@@ -56,6 +57,20 @@ fn capitalise(s: &str) -> String {
             first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
         }
         None => String::new(),
+    }
+}
+
+/// A header the filter writes must have few enough spellings to strip them all.
+pub(super) fn check_spellings(key: &str, name: &str) -> Result<(), ConfigError> {
+    match crate::upstream::spellings(name) {
+        Some(_) => Ok(()),
+        None => Err(err(
+            key,
+            format!(
+                "`{name}` has more than {} `-` or `_`",
+                crate::upstream::MAX_SEPARATORS
+            ),
+        )),
     }
 }
 
