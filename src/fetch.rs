@@ -15,7 +15,7 @@ use crate::url::HttpUrl;
 const LOCK_GRACE_MS: u64 = 1_000;
 
 /// Something the filter fetches from the IdP.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Resource {
     Discovery,
     Jwks,

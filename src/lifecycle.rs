@@ -213,7 +213,7 @@ impl Lifecycle {
         );
         self.tally.bump(failed_metric(resource));
         self.gate.on_answer(store, resource, None, b"", now_ms);
-        self.rerun(store, now_ms);
+        self.rerun(store, now_ms, Some(resource));
     }
 
     /// The answer to callout `token` (`status` is `None` when it failed or timed out).
@@ -252,7 +252,7 @@ impl Lifecycle {
                 warn!("{what} fetch failed: {why}");
             }
         }
-        self.rerun(store, now_ms);
+        self.rerun(store, now_ms, Some(&flight.resource));
         true
     }
 
@@ -261,7 +261,7 @@ impl Lifecycle {
         for fetch in self.gate.background(store, now_ms) {
             self.queue(fetch);
         }
-        self.rerun(store, now_ms);
+        self.rerun(store, now_ms, None);
     }
 
     /// The request of `context` is gone (answered, reset, timed out by the host). The host
@@ -281,12 +281,18 @@ impl Lifecycle {
         }
     }
 
-    /// Re-asks about every parked request whose resource is no longer being fetched; past
-    /// its deadline a request gets 503.
-    fn rerun(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
-        // One shared-data read per awaited resource, not one per parked request: an IdP
-        // outage can park thousands.
-        let mut busy: Vec<(Resource, bool)> = Vec::new();
+    /// Re-asks about the parked requests waiting for `only` (every parked request when
+    /// `None`) whose resource is no longer being fetched; past its deadline a request gets
+    /// 503. Linear in the parked requests: an IdP outage can park thousands, and each
+    /// answer wakes only its own waiters.
+    fn rerun(&mut self, store: &mut dyn SharedStore, now_ms: u64, only: Option<&Resource>) {
+        // What this VM is fetching itself needs no look at shared data: its answer will come
+        // here. Anything else, one shared-data read per awaited resource.
+        let mut busy: HashMap<Resource, bool> = self
+            .in_flight
+            .values()
+            .map(|f| (f.resource.clone(), true))
+            .collect();
         let contexts: Vec<u32> = self.parked.keys().copied().collect();
         for context in contexts {
             let Some(p) = self.parked.get(&context) else {
@@ -301,13 +307,20 @@ impl Lifecycle {
                 self.decided.push_back((context, verdict));
                 continue;
             }
-            let still_busy = match busy.iter().find(|(r, _)| *r == p.waiting) {
-                Some((_, b)) => *b,
-                None => {
-                    let b = self.gate.is_busy(store, &p.waiting, now_ms);
-                    busy.push((p.waiting.clone(), b));
-                    b
-                }
+            if only.is_some_and(|r| *r != p.waiting) {
+                continue;
+            }
+            let still_busy = match only {
+                // Its answer just came.
+                Some(_) => false,
+                None => match busy.get(&p.waiting) {
+                    Some(b) => *b,
+                    None => {
+                        let b = self.gate.is_busy(store, &p.waiting, now_ms);
+                        busy.insert(p.waiting.clone(), b);
+                        b
+                    }
+                },
             };
             if still_busy {
                 continue;

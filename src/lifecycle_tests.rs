@@ -292,3 +292,62 @@ fn a_token_fetch_whose_request_goes_away_is_released_for_the_next() {
     vm.answer_one(&mut w.store, &mut w.idp, T0 + 7);
     assert!(matches!(vm.verdicts().as_slice(), [(3, Verdict::Allow(_))]));
 }
+
+/// A store that counts reads, to show what a rerun costs.
+struct Counting<'a> {
+    inner: &'a mut MemStore,
+    reads: std::cell::Cell<usize>,
+}
+
+impl crate::store::SharedStore for Counting<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.inner.set(key, value, cas)
+    }
+}
+
+fn reads_during(store: &mut MemStore, f: impl FnOnce(&mut Counting<'_>)) -> usize {
+    let mut counting = Counting {
+        inner: store,
+        reads: std::cell::Cell::new(0),
+    };
+    f(&mut counting);
+    counting.reads.get()
+}
+
+#[test]
+fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes_one() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    vm.life.on_request(
+        &mut w.store,
+        1,
+        &bearer(&token("rsa-1", json!({}))),
+        Some(T0),
+    );
+    vm.settle(&mut w.store, &mut w.idp, T0);
+    vm.verdicts();
+    // The token endpoint hangs: a thousand distinct clients park, each with its own fetch.
+    for i in 0..1000u32 {
+        let c = client(&format!("c{i}"), "s");
+        assert_eq!(vm.life.on_request(&mut w.store, 10 + i, &c, Some(T0)), None);
+    }
+    vm.send(&mut w.store, T0, false);
+    assert_eq!(vm.life.parked(), 1000);
+    // A tick looks at no parked request's record: this VM awaits every answer itself.
+    let reads = reads_during(&mut w.store, |s| vm.life.on_tick(s, T0 + 20));
+    assert!(reads <= 4, "{reads} shared reads for one tick");
+    assert!(vm.verdicts().is_empty());
+    // An answer re-asks only about the request that waited for it.
+    let (token, fetch) = vm.sent.remove(0);
+    let (status, body) = w.idp.answer(&fetch, T0 + 30);
+    let reads = reads_during(&mut w.store, |s| {
+        vm.life.on_answer(s, token, status, &body, T0 + 30);
+    });
+    assert!(reads <= 8, "{reads} shared reads for one answer");
+    assert_eq!(vm.verdicts().len(), 1);
+    assert_eq!(vm.life.parked(), 999);
+}

@@ -730,3 +730,63 @@ async fn basic_secrets_with_reserved_characters_are_taken_as_sent() {
     // The same bytes read as a form-encoded secret would be another secret: refused.
     assert_eq!(s.basic("svc+plus", "ab c&d%:zoë").await.status, 401);
 }
+
+#[tokio::test]
+async fn body_credentials_are_stripped_when_the_request_ends_with_trailers() {
+    let s = stack_with(
+        json!({"client_credentials_param_type": ["header", "body"]}),
+        1,
+    )
+    .await;
+    let url = s.envoy.url("/api");
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // HTTP/2 (prior knowledge): headers, the body in two frames, then trailers.
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "demo-client:demo-secret"
+        )
+    );
+    let request = http::Request::post(&url)
+        .header("authorization", basic)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"client_id=demo-client&"), false)
+        .unwrap();
+    stream
+        .send_data(
+            bytes::Bytes::from_static(b"client_secret=demo-secret&keep=me"),
+            false,
+        )
+        .unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+    stream.send_trailers(trailers).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let echoed: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(echoed["body"], "keep=me", "{echoed}");
+    assert!(!echoed.to_string().contains("demo-secret"));
+}

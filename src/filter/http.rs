@@ -22,6 +22,8 @@ pub struct Request {
     /// The body may hold credential fields: buffer it and strip them before it goes on.
     /// Holds the content type, read at headers time (Envoy forbids header access later).
     strip_body: Option<String>,
+    /// How much of the body is buffered so far.
+    body_size: usize,
 }
 
 impl Request {
@@ -31,6 +33,26 @@ impl Request {
             worker,
             gone: None,
             strip_body: None,
+            body_size: 0,
+        }
+    }
+
+    /// The whole body is buffered: removes the credential fields from it.
+    fn strip_buffered_body(&mut self) {
+        let content_type = self.strip_body.take();
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let body = host::request_body(self.body_size);
+        let view = RequestView {
+            content_type: content_type.as_deref(),
+            ..RequestView::default()
+        };
+        let stripped =
+            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref())
+                .new_body;
+        if let Some(new_body) = stripped {
+            host::replace_request_body(self.body_size, &new_body);
         }
     }
 
@@ -151,24 +173,24 @@ impl HttpContext for Request {
         if self.strip_body.is_none() {
             return Action::Continue;
         }
+        self.body_size = body_size;
         if !end_of_stream {
-            // Buffer until the whole body is here.
+            // Buffer until the whole body is here (the end of the stream, or trailers).
             return Action::Pause;
         }
-        let content_type = self.strip_body.take();
-        let Some(worker) = self.worker.clone() else {
-            return Action::Continue;
-        };
-        let body = host::request_body(body_size);
-        let view = RequestView {
-            content_type: content_type.as_deref(),
-            ..RequestView::default()
-        };
-        let stripped =
-            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref())
-                .new_body;
-        if let Some(new_body) = stripped {
-            host::replace_request_body(body_size, &new_body);
+        self.strip_buffered_body();
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // HTTP/2 and chunked HTTP/1 can end a body with trailers: the last body callback was
+        // not the end of the stream, so the buffered body is stripped here. Envoy 1.40 drops
+        // a buffered body when the trailers callback just continues (the router sees the
+        // trailers only); pausing and resuming sends the body, then the trailers.
+        if self.strip_body.is_some() {
+            self.strip_buffered_body();
+            host::resume();
+            return Action::Pause;
         }
         Action::Continue
     }
