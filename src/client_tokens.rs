@@ -11,7 +11,7 @@ use crate::fetch::{Applied, Fetch, Fetcher, Resource, Step};
 use crate::idp::{self, TokenAnswer};
 use crate::outcome::Denial;
 use crate::records::{Bucket, TokenValue};
-use crate::store::{self, SharedStore};
+use crate::store::SharedStore;
 
 /// A token is not handed out with less life than this left.
 const EXPIRY_MARGIN_MS: u64 = 10_000;
@@ -206,9 +206,11 @@ impl ClientTokens {
         };
         // A refreshed token replaces the local copy of every VM on its next miss.
         self.local.remove(key);
-        store::update(store, &fetcher.layout().bucket(key), |b: &mut Bucket| {
-            b.with_entry(key, now_ms, |e| e.succeed(value.clone(), now_ms))
-        });
+        fetcher
+            .layout()
+            .update(store, &fetcher.layout().bucket(key), |b: &mut Bucket| {
+                b.with_entry(key, now_ms, |e| e.succeed(value.clone(), now_ms))
+            });
         applied
     }
 

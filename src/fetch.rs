@@ -7,8 +7,8 @@ use crate::config::IdpSettings;
 use crate::credentials::ClientCredentials;
 use crate::idp::{self, Callout, Endpoints};
 use crate::outcome::{Denial, Verdict};
-use crate::records::Layout;
-use crate::store::{self, Claim, FetchState, Fetched, SharedStore};
+use crate::records::{Bucket, Layout};
+use crate::store::{Claim, FetchState, Fetched, SharedStore};
 use crate::url::HttpUrl;
 
 /// How long others wait for a fetcher beyond the callout timeout before taking over.
@@ -89,12 +89,17 @@ impl Fetcher {
         &self.layout
     }
 
+    pub fn layout_mut(&mut self) -> &mut Layout {
+        &mut self.layout
+    }
+
     /// The fetch state of `resource`, as every worker sees it.
     pub fn state(&self, store: &dyn SharedStore, resource: &Resource) -> FetchState {
         match resource {
             Resource::Token(k) => self.layout.token_entry(store, k).state,
             _ => {
-                store::read::<Fetched<Box<serde_json::value::RawValue>>>(store, &self.key(resource))
+                self.layout
+                    .read::<Fetched<Box<serde_json::value::RawValue>>>(store, &self.key(resource))
                     .state
             }
         }
@@ -109,9 +114,12 @@ impl Fetcher {
         mut f: impl FnMut(&mut FetchState) -> R,
     ) -> Option<R> {
         match resource {
-            Resource::Token(k) => store::update(store, &self.layout.bucket(k), |b| {
-                crate::records::Bucket::with_entry(b, k, now_ms, |e| f(&mut e.state))
-            }),
+            Resource::Token(k) => {
+                self.layout
+                    .update(store, &self.layout.bucket(k), |b: &mut Bucket| {
+                        b.with_entry(k, now_ms, |e| f(&mut e.state))
+                    })
+            }
             _ => self
                 .layout
                 .update_document_state(store, &self.key(resource), f),
@@ -221,7 +229,7 @@ impl Fetcher {
             return Some(url.clone());
         }
         if self.endpoints.is_none() {
-            let record: Fetched<Endpoints> = store::read(store, &self.layout.discovery());
+            let record: Fetched<Endpoints> = self.layout.read(store, &self.layout.discovery());
             self.endpoints = record.value;
         }
         let endpoints = self.endpoints.as_ref()?;
@@ -243,7 +251,7 @@ impl Fetcher {
     ) -> Applied {
         match idp::parse_discovery(&idp.issuer, status, body) {
             Ok(endpoints) => {
-                store::update(
+                self.layout.update(
                     store,
                     &self.layout.discovery(),
                     |r: &mut Fetched<Endpoints>| r.succeed(endpoints.clone(), now_ms),

@@ -27,7 +27,7 @@ use crate::jwks::KeySet;
 use crate::outcome::{Denial, Headers, TokenProblem, Verdict};
 use crate::policy;
 use crate::records::Layout;
-use crate::store::{self, Fetched, SharedStore};
+use crate::store::{Fetched, SharedStore};
 use crate::upstream;
 use crate::verify::{self, MAX_TOKEN_BYTES};
 
@@ -82,7 +82,7 @@ impl Gate {
                 }
             }
         }
-        let fetcher = Fetcher::new(Layout::new(&config.fingerprint), &config.idp);
+        let fetcher = Fetcher::new(Layout::new(config.idp.identity()), &config.idp);
         Gate {
             config,
             strip: strip.into(),
@@ -121,9 +121,14 @@ impl Gate {
         self.strip.clone()
     }
 
-    /// Creates every shared key this configuration uses. Call at configure time.
-    pub fn init_shared(&self, store: &mut dyn SharedStore) {
-        self.fetcher.layout().init(store);
+    /// Where this configuration's shared records are.
+    pub fn layout(&self) -> &Layout {
+        self.fetcher.layout()
+    }
+
+    /// Takes this IdP's slot in shared data and creates its keys. Call at configure time.
+    pub fn init_shared(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
+        self.fetcher.layout_mut().claim(store, now_ms);
     }
 
     /// Decides on a request. `started_ms` is when the request arrived (it may be asked
@@ -245,7 +250,10 @@ impl Gate {
 
     /// Brings this VM's key set up to the shared one; without any, says how to get one.
     fn sync_keys(&mut self, store: &mut dyn SharedStore, now_ms: u64) -> Result<(), Step> {
-        let record: Fetched<String> = store::read(store, &self.fetcher.layout().jwks());
+        let record: Fetched<String> = self
+            .fetcher
+            .layout()
+            .read(store, &self.fetcher.layout().jwks());
         if let Some(doc) = &record.value {
             if record.version != self.keys_version || self.keys.is_none() {
                 if let Ok(set) = KeySet::parse(doc.as_bytes()) {
@@ -310,10 +318,13 @@ impl Gate {
         match parsed {
             Ok((set, doc)) => {
                 let key = self.fetcher.layout().jwks();
-                let version = store::update(store, &key, |r: &mut Fetched<String>| {
-                    r.succeed(doc.clone(), now_ms);
-                    r.version
-                });
+                let version =
+                    self.fetcher
+                        .layout()
+                        .update(store, &key, |r: &mut Fetched<String>| {
+                            r.succeed(doc.clone(), now_ms);
+                            r.version
+                        });
                 self.keys = Some(set);
                 self.keys_version = version.unwrap_or(self.keys_version);
                 Applied::Stored
@@ -343,8 +354,12 @@ impl Gate {
             self.decisions.purge_expired(now_ms);
             self.purged_ms = now_ms;
         }
+        self.fetcher.layout_mut().heartbeat(store, now_ms);
         let mut out = Vec::new();
-        let record: Fetched<String> = store::read(store, &self.fetcher.layout().jwks());
+        let record: Fetched<String> = self
+            .fetcher
+            .layout()
+            .read(store, &self.fetcher.layout().jwks());
         let s = record.state;
         let due =
             record.value.is_none() || now_ms.saturating_sub(s.completed_ms) >= JWKS_MAX_AGE_MS;

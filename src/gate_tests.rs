@@ -536,7 +536,7 @@ fn shared_token_memory_is_bounded_by_buckets() {
     // A rejected entry is ~200 bytes of JSON; 2048 of them at most.
     assert!(total < BUCKETS * BUCKET_ENTRIES * 300, "{total}");
     let max_entries = (0..BUCKETS)
-        .map(|i| store::read::<Bucket>(&w.store, &layout.bucket_at(i)).len())
+        .map(|i| layout.read::<Bucket>(&w.store, &layout.bucket_at(i)).len())
         .max();
     assert_eq!(max_entries, Some(BUCKET_ENTRIES));
 }
@@ -626,10 +626,11 @@ fn an_abandoned_key_set_refetch_does_not_use_up_the_allowance() {
 fn a_key_set_refetch_that_brings_the_same_keys_is_not_a_new_version() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);
-    let key = w.gate().fetcher.layout().jwks();
-    let before: Fetched<String> = store::read(&w.store, &key);
+    let layout = w.gate().fetcher.layout().clone();
+    let key = layout.jwks();
+    let before: Fetched<String> = layout.read(&w.store, &key);
     assert_eq!(w.tick(T0 + JWKS_MAX_AGE_MS), 1);
-    let after: Fetched<String> = store::read(&w.store, &key);
+    let after: Fetched<String> = layout.read(&w.store, &key);
     assert_eq!(after.version, before.version);
     assert_eq!(after.fetched_ms, T0 + JWKS_MAX_AGE_MS);
 }
@@ -657,4 +658,83 @@ fn a_token_is_expired_from_the_second_exp_names_on_for_every_algorithm() {
             "{kid}"
         );
     }
+}
+
+#[test]
+fn a_new_policy_for_the_same_idp_uses_what_was_fetched_and_adds_no_shared_keys() {
+    let mut w = World::new(BASE);
+    let t = token("rsa-1", json!({}));
+    w.run(&bearer(&t), T0);
+    w.run(&client("svc", "good"), T0);
+    let calls = w.idp.calls.clone();
+    let keys = w.store.len();
+    // The operator changes the claim headers: Envoy configures the filter anew.
+    let json = format!(
+        r#"{{"issuer":"{ISSUER}","upstream_headers_claims":["sub"],"upstream_headers_names":["X-Sub"]}}"#
+    );
+    let mut gate = Gate::new(crate::config::Config::parse(json.as_bytes()).unwrap());
+    gate.init_shared(&mut w.store, T0 + 1);
+    w.gates.push(gate);
+    let again = w.run_on(1, &bearer(&t), T0 + 2);
+    assert!(header(&again, "X-Sub").is_some(), "{again:?}");
+    assert!(matches!(
+        w.run_on(1, &client("svc", "good"), T0 + 2),
+        Verdict::Allow(_)
+    ));
+    assert_eq!(w.idp.calls, calls, "the new configuration fetched again");
+    assert_eq!(w.store.len(), keys);
+}
+
+/// A store that counts the writes that landed on each key.
+struct CountingWrites<'a> {
+    inner: &'a mut crate::store::MemStore,
+    writes: std::collections::HashMap<String, usize>,
+}
+
+impl SharedStore for CountingWrites<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        let landed = self.inner.set(key, value, cas);
+        if landed {
+            *self.writes.entry(key.to_string()).or_default() += 1;
+        }
+        landed
+    }
+}
+
+#[test]
+fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_refetch() {
+    let mut w = World::new(BASE);
+    let other = w.add_worker();
+    w.run(&bearer(&token("rsa-1", json!({}))), T0);
+    let jwks = w.gate().fetcher.layout().jwks();
+    let World {
+        store, idp, gates, ..
+    } = &mut w;
+    let mut counting = CountingWrites {
+        inner: store,
+        writes: Default::default(),
+    };
+    // Both workers take 500 requests each with a kid nobody publishes, over 95 s.
+    for i in 0..1000u64 {
+        let now = T0 + 1000 + i * 96;
+        let gate = &mut gates[if i % 2 == 0 { 0 } else { other }];
+        let cred = bearer(&token("rsa-2", json!({ "jti": i.to_string() })));
+        if let Step::Fetch(f) = gate.authenticate(&mut counting, &cred, now, now) {
+            let (status, body) = idp.answer(&f, now);
+            gate.on_answer(&mut counting, &f.resource, status, &body, now);
+        }
+    }
+    let refetches = idp.count("jwks") - 1;
+    // One refetch per 30 s rediscovery lifetime, however many requests asked.
+    assert!((3..=4).contains(&refetches), "{refetches} refetches");
+    // A claim and a result per refetch: the flood itself writes nothing, so a worker's
+    // compare-and-swap on the record cannot be starved by the others'.
+    let writes = counting.writes.get(&jwks).copied().unwrap_or(0);
+    assert!(
+        writes <= 2 * refetches,
+        "{writes} writes for {refetches} refetches"
+    );
 }

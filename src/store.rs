@@ -74,6 +74,9 @@ pub fn ensure<T: Serialize + Default>(store: &mut dyn SharedStore, key: &str) {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Fetched<T> {
+    /// The IdP identity the record was written for (see `records`); 0 inside a bucket.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub owner: u64,
     pub value: Option<T>,
     /// Bumped when a fetch brings a different value, so a VM knows when to re-parse.
     pub version: u64,
@@ -84,6 +87,7 @@ pub struct Fetched<T> {
 impl<T> Default for Fetched<T> {
     fn default() -> Self {
         Fetched {
+            owner: 0,
             value: None,
             version: 0,
             fetched_ms: 0,
@@ -101,6 +105,10 @@ impl<T: PartialEq> Fetched<T> {
         self.fetched_ms = now_ms;
         self.state.succeed(now_ms);
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether a fetch is in flight, when the last one ended, and the backoff after failures:
@@ -182,6 +190,17 @@ impl FetchState {
 pub struct MemStore {
     map: std::collections::HashMap<String, (Vec<u8>, u32)>,
     next_cas: u32,
+}
+
+impl MemStore {
+    /// How many keys exist.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
 }
 
 impl SharedStore for MemStore {

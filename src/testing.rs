@@ -177,9 +177,9 @@ impl World {
     pub fn new(extra: &str) -> World {
         let json = format!(r#"{{"issuer":"{ISSUER}"{extra}}}"#);
         let config = Config::parse(json.as_bytes()).unwrap();
-        let gate = Gate::new(config.clone());
+        let mut gate = Gate::new(config.clone());
         let mut store = MemStore::default();
-        gate.init_shared(&mut store);
+        gate.init_shared(&mut store, T0);
         World {
             store,
             idp: Idp::new(),
@@ -190,7 +190,9 @@ impl World {
 
     /// Another worker with the same configuration; its index.
     pub fn add_worker(&mut self) -> usize {
-        self.gates.push(Gate::new(self.config.clone()));
+        let mut gate = Gate::new(self.config.clone());
+        gate.init_shared(&mut self.store, T0);
+        self.gates.push(gate);
         self.gates.len() - 1
     }
 

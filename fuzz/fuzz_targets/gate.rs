@@ -75,7 +75,12 @@ impl World {
         let token = match cred {
             Credential::Bearer(t) => t.to_string(),
             Credential::Client(_) => {
-                let th = self.config.upstream.token_header.as_ref().expect("token header");
+                let th = self
+                    .config
+                    .upstream
+                    .token_header
+                    .as_ref()
+                    .expect("token header");
                 let (_, value) = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(&th.name))
@@ -88,8 +93,13 @@ impl World {
         };
         let kid = jwt_kid(&token);
         let reference = any_fixture_key(kid.as_deref());
-        let verified = verify::verify(&token, &reference, self.now_ms / 1000, self.config.accept.leeway_s)
-            .unwrap_or_else(|p| panic!("allowed a token that does not verify: {p:?}"));
+        let verified = verify::verify(
+            &token,
+            &reference,
+            self.now_ms / 1000,
+            self.config.accept.leeway_s,
+        )
+        .unwrap_or_else(|p| panic!("allowed a token that does not verify: {p:?}"));
         assert_eq!(policy::authorize(self.config, &verified.claims), Ok(()));
     }
 
@@ -143,9 +153,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         loose_config()
     };
-    let gates = [Gate::new(config.clone()), Gate::new(config.clone())];
+    let mut gates = [Gate::new(config.clone()), Gate::new(config.clone())];
     let mut store = MemStore::default();
-    gates[0].init_shared(&mut store);
+    for gate in &mut gates {
+        gate.init_shared(&mut store, 0);
+    }
     let mut w = World {
         config,
         gates,

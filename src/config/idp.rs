@@ -67,6 +67,28 @@ impl IdpSettings {
         })
     }
 
+    /// What the shared records fetched from this IdP depend on: two filter instances (or
+    /// two revisions of one configuration) with the same identity share them. Timeouts and
+    /// refresh pacing are left out: they change how records are fetched, not what they hold.
+    pub fn identity(&self) -> u64 {
+        let url = |u: Option<&HttpUrl>| {
+            u.map(|u| format!("{} {}{}", u.https, u.authority, u.path))
+                .unwrap_or_default()
+        };
+        let parts = [
+            self.issuer.clone(),
+            url(Some(&self.discovery_url)),
+            url(self.token_endpoint.as_ref()),
+            url(self.jwks_uri.as_ref()),
+            self.cluster.clone().unwrap_or_default(),
+            format!("{:?}", self.token_endpoint_auth),
+            self.scopes.join(" "),
+        ];
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        let [a, b, c, d, e, f, g, h, ..] = crate::cache::key_of(&parts);
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
+    }
+
     /// The upstream (Envoy cluster, Kong `host:port`) a callout to `url` goes to.
     pub fn cluster_for<'a>(&'a self, url: &'a HttpUrl) -> &'a str {
         self.cluster.as_deref().unwrap_or(&url.host_port)

@@ -58,9 +58,6 @@ pub struct Config {
     pub accept: Accept,
     pub policy: Policy,
     pub upstream: Upstream,
-    /// Distinguishes this configuration's shared-data keys from another filter instance's
-    /// in the same VM group (two listeners may protect different issuers).
-    pub fingerprint: String,
 }
 
 impl Config {
@@ -90,7 +87,6 @@ impl Config {
             policy: Policy::from_raw(&raw)?,
             upstream: Upstream::from_raw(raw.upstream_access_token_header.as_deref())?,
             accept: Accept::from_raw(&raw)?,
-            fingerprint: format!("{:016x}", fnv1a(bytes)),
         })
     }
 
@@ -132,13 +128,6 @@ fn short_serde_reason(message: &str) -> String {
         Some((head, _)) => head.to_string(),
         None => without_pos.to_string(),
     }
-}
-
-/// A stable, non-cryptographic fingerprint of the configuration bytes.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

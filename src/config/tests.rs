@@ -223,10 +223,27 @@ fn garbage_is_rejected_not_panicking() {
 }
 
 #[test]
-fn fingerprint_changes_with_the_configuration() {
-    let a = parse(r#"{"issuer":"http://a"}"#).unwrap();
-    let b = parse(r#"{"issuer":"http://b"}"#).unwrap();
-    assert_ne!(a.fingerprint, b.fingerprint);
+fn the_idp_identity_changes_with_what_fetched_records_depend_on_only() {
+    let id = |json: &str| parse(json).unwrap().idp.identity();
+    let base = id(r#"{"issuer":"http://a"}"#);
+    // Policy, upstream and pacing keep the identity: the records stay valid.
+    for same in [
+        r#"{"issuer":"http://a","scopes_required":["x"]}"#,
+        r#"{"issuer":"http://a","upstream_headers_claims":["sub"],"upstream_headers_names":["x-sub"]}"#,
+        r#"{"issuer":"http://a","timeout":1234,"rediscovery_lifetime":5}"#,
+    ] {
+        assert_eq!(id(same), base, "{same}");
+    }
+    for other in [
+        r#"{"issuer":"http://b"}"#,
+        r#"{"issuer":"http://a","scopes":["x"]}"#,
+        r#"{"issuer":"http://a","jwks_uri":"http://a/keys"}"#,
+        r#"{"issuer":"http://a","token_endpoint":"http://a/t"}"#,
+        r#"{"issuer":"http://a","idp_cluster":"idp"}"#,
+        r#"{"issuer":"http://a","token_endpoint_auth_method":"client_secret_post"}"#,
+    ] {
+        assert_ne!(id(other), base, "{other}");
+    }
 }
 
 #[test]

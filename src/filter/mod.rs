@@ -63,9 +63,9 @@ impl RootContext for Root {
             }
         };
         info!("configured for issuer {}", config.idp.issuer);
-        let gate = Gate::new(config);
+        let mut gate = Gate::new(config);
         // Never waits on the IdP: the first tick starts discovery in the background.
-        gate.init_shared(&mut HostStore);
+        gate.init_shared(&mut HostStore, host::now_ms().unwrap_or(0));
         let life = Lifecycle::new(gate);
         self.worker = Some(Rc::new(RefCell::new(Worker::new(life, self.context_id))));
         self.metrics = Some(metrics::Metrics::define());

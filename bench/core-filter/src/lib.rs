@@ -112,7 +112,7 @@ fn run(input: &[u8]) -> Result<(), String> {
         .ok_or("input: no tokens")?;
     let mut gate = Gate::new(config.clone());
     let mut store = MemStore::default();
-    gate.init_shared(&mut store);
+    gate.init_shared(&mut store, now_s * 1000);
     let now_ms = now_s * 1000;
     let answer = |resource: &Resource| {
         match resource {
@@ -150,7 +150,7 @@ fn run(input: &[u8]) -> Result<(), String> {
         }
     }
     // What a cache miss reads before verifying: the shared key-set record.
-    let record_key = format!("oidcgate/{}/jwks", config.fingerprint);
+    let record_key = gate.layout().jwks();
     let record = store
         .get(&record_key)
         .ok_or("no key-set record in the store")?
