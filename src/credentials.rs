@@ -1,6 +1,7 @@
 //! Finding the caller's credential (header, then body, then query) and stripping every
 //! credential field from what goes upstream.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;
 
@@ -228,17 +229,25 @@ fn from_query(query: &str, cc: bool, bearer: bool) -> (Option<Credential>, Optio
     let mut id = None;
     let mut secret = None;
     let mut token = None;
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<Cow<str>> = Vec::new();
     let mut changed = false;
+    let is_field = |k: &str| {
+        let key = form_decode(k);
+        (cc && CLIENT_FIELDS.contains(&key.as_str())) || (bearer && key == BEARER_FIELD)
+    };
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = form_decode(k);
-        let is_cc_field = cc && CLIENT_FIELDS.contains(&key.as_str());
-        let is_bearer_field = bearer && key == BEARER_FIELD;
-        if !(is_cc_field || is_bearer_field) {
-            kept.push(pair);
+        if !is_field(k) {
+            match without_semicolon_fields(pair, is_field) {
+                Some(rest) => {
+                    changed = true;
+                    kept.push(rest.into());
+                }
+                None => kept.push(pair.into()),
+            }
             continue;
         }
+        let key = form_decode(k);
         changed = true;
         match key.as_str() {
             "client_id" => id = Some(form_decode(v)),
@@ -253,6 +262,26 @@ fn from_query(query: &str, cc: bool, bearer: bool) -> (Option<Credential>, Optio
         _ => None,
     };
     (cred, changed.then(|| kept.join("&")))
+}
+
+/// `pair` without the credential parameters that follow a `;` in it, if it has any. Only `&`
+/// separates parameters here (as for WHATWG URLs, Kong and Envoy's `jwt_authn`), so these
+/// are not taken as credentials; but some upstreams split on `;` too, so they are not
+/// passed on either.
+fn without_semicolon_fields(pair: &str, is_field: impl Fn(&str) -> bool) -> Option<String> {
+    fn name(seg: &str) -> &str {
+        seg.split_once('=').map_or(seg, |(k, _)| k)
+    }
+    let mut segments = pair.split(';');
+    let first = segments.next()?;
+    let rest: Vec<&str> = segments.collect();
+    if !rest.iter().any(|seg| is_field(name(seg))) {
+        return None;
+    }
+    let kept: Vec<&str> = std::iter::once(first)
+        .chain(rest.into_iter().filter(|seg| !is_field(name(seg))))
+        .collect();
+    Some(kept.join(";"))
 }
 
 /// `Authorization: Basic` for the token endpoint, RFC 6749 §2.3.1.
@@ -362,6 +391,28 @@ mod tests {
             extract(&only_cc, &view(Some("Bearer t"), "/", None), None).credential,
             Err(Denial::Missing)
         );
+    }
+
+    #[test]
+    fn a_credential_after_a_semicolon_is_neither_taken_nor_passed_on() {
+        let c = config(
+            r#","client_credentials_param_type":["query"],"bearer_token_param_type":["query"]"#,
+        );
+        let got = extract(
+            &c,
+            &view(
+                None,
+                "/a?x=1;client_id=id;client_secret=s;y=2&access_token=t;z&q=a;b",
+                None,
+            ),
+            None,
+        );
+        // `&` alone separates: the only credential is the token, ending at `;z`.
+        assert_eq!(got.credential, Ok(Credential::Bearer("t;z".into())));
+        assert_eq!(got.new_path.as_deref(), Some("/a?x=1;y=2&q=a;b"));
+        let got = extract(&c, &view(None, "/a?q=a;b;c=d", None), None);
+        assert_eq!(got.new_path, None);
+        assert_eq!(got.credential, Err(Denial::Missing));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod idp;
 pub mod jwks;
 pub mod lifecycle;
+pub mod log_budget;
 pub mod outcome;
 pub mod policy;
 pub mod records;

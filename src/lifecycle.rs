@@ -28,12 +28,10 @@ use crate::cache::log_tag;
 use crate::credentials::Credential;
 use crate::fetch::{Applied, Fetch, Resource, Step};
 use crate::gate::Gate;
+use crate::log_budget::{bounded, Admit, LogBudget};
 use crate::outcome::{Denial, Verdict};
 use crate::store::SharedStore;
 use crate::tally::Tally;
-
-/// Caller-controlled text in a log line is cut to this many characters.
-const MAX_LOGGED_CHARS: usize = 64;
 
 struct Parked {
     credential: Credential,
@@ -60,6 +58,7 @@ pub struct Lifecycle {
     outbox_root: VecDeque<Fetch>,
     decided: VecDeque<(u32, Verdict)>,
     tally: Tally,
+    denial_log: LogBudget,
 }
 
 impl Lifecycle {
@@ -72,6 +71,7 @@ impl Lifecycle {
             outbox_root: VecDeque::new(),
             decided: VecDeque::new(),
             tally: Tally::default(),
+            denial_log: LogBudget::default(),
         }
     }
 
@@ -101,16 +101,17 @@ impl Lifecycle {
             // Without the time no expiry can be checked: fail closed.
             warn!("the host clock could not be read; refusing the request");
             let verdict = Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
-            self.count(context, Some(credential), &verdict);
+            // The log budget's windows then run on a stopped clock: still bounded.
+            self.count(context, Some(credential), &verdict, 0);
             return Some(verdict);
         };
         self.decide(store, context, credential, now_ms, now_ms)
     }
 
     /// A request refused before it showed a usable credential.
-    pub fn on_refused(&mut self, context: u32, denial: Denial) -> Verdict {
+    pub fn on_refused(&mut self, context: u32, denial: Denial, now_ms: u64) -> Verdict {
         let verdict = Verdict::Deny(denial);
-        self.count(context, None, &verdict);
+        self.count(context, None, &verdict, now_ms);
         verdict
     }
 
@@ -128,7 +129,7 @@ impl Lifecycle {
         {
             Step::Done(verdict) => {
                 self.parked.remove(&context);
-                self.count(context, Some(credential), &verdict);
+                self.count(context, Some(credential), &verdict, now_ms);
                 return Some(verdict);
             }
             Step::Wait(resource) => resource,
@@ -258,6 +259,7 @@ impl Lifecycle {
 
     /// The timer: background fetches, deadlines, and requests another worker unblocked.
     pub fn on_tick(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
+        log_suppressed(self.denial_log.roll(now_ms).unwrap_or(0));
         for fetch in self.gate.background(store, now_ms) {
             self.queue(fetch);
         }
@@ -303,7 +305,7 @@ impl Lifecycle {
                 self.parked.remove(&context);
                 self.tally.bump("oidcgate.parked.timeout");
                 let verdict = Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
-                self.count(context, Some(&credential), &verdict);
+                self.count(context, Some(&credential), &verdict, now_ms);
                 self.decided.push_back((context, verdict));
                 continue;
             }
@@ -333,7 +335,13 @@ impl Lifecycle {
     }
 
     /// Counts a verdict; logs a denial.
-    fn count(&mut self, context: u32, credential: Option<&Credential>, verdict: &Verdict) {
+    fn count(
+        &mut self,
+        context: u32,
+        credential: Option<&Credential>,
+        verdict: &Verdict,
+        now_ms: u64,
+    ) {
         let denial = match verdict {
             Verdict::Allow(_) => {
                 self.tally.bump("oidcgate.allowed");
@@ -348,6 +356,10 @@ impl Lifecycle {
             Denial::InsufficientScope => "oidcgate.denied.insufficient_scope",
             Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
         });
+        match self.denial_log.admit(now_ms) {
+            Admit::Suppress => return,
+            Admit::Log { suppressed } => log_suppressed(suppressed),
+        }
         // Who, without the secret or the token: the client id, or a short hash of the token.
         let who = match credential {
             Some(Credential::Client(c)) => format!("client_id={}", bounded(&c.id)),
@@ -362,25 +374,20 @@ impl Lifecycle {
     }
 }
 
+fn log_suppressed(lines: u64) {
+    if lines > 0 {
+        info!(
+            "{lines} more denials were not logged (the oidcgate.denied.* counters count them all)"
+        );
+    }
+}
+
 fn failed_metric(resource: &Resource) -> &'static str {
     match resource {
         Resource::Discovery => "oidcgate.idp.discovery.failed",
         Resource::Jwks => "oidcgate.idp.jwks.failed",
         Resource::Token(_) => "oidcgate.idp.token.failed",
     }
-}
-
-/// Caller-controlled text as a log line may carry it: escaped, and cut short.
-fn bounded(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(MAX_LOGGED_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > MAX_LOGGED_CHARS {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::info;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -12,6 +13,9 @@ use super::host::{self, HostStore};
 use super::worker::{allow, deliver, pump, Shared};
 use crate::credentials::{self, RequestView};
 use crate::outcome::{Denial, Verdict};
+
+/// Whether this VM said why a body it cannot read before forwarding was not searched.
+static BODY_WARNED: AtomicBool = AtomicBool::new(false);
 
 pub struct Request {
     context_id: u32,
@@ -124,10 +128,15 @@ impl Request {
                 }
             }
             Err(denial) => {
-                if self.strip_body.is_some() && denial == Denial::Missing {
-                    info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic");
+                if self.strip_body.is_some()
+                    && denial == Denial::Missing
+                    && !BODY_WARNED.swap(true, Ordering::Relaxed)
+                {
+                    info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic (logged once)");
                 }
-                worker.borrow_mut().life.on_refused(self.context_id, denial)
+                let mut w = worker.borrow_mut();
+                let now = w.now_ms();
+                w.life.on_refused(self.context_id, denial, now)
             }
         };
         match verdict {
