@@ -241,7 +241,9 @@ fn from_query(query: &str, cc: bool, bearer: bool) -> (Option<Credential>, Optio
             match without_semicolon_fields(pair, is_field) {
                 Some(rest) => {
                     changed = true;
-                    kept.push(rest.into());
+                    if !rest.is_empty() {
+                        kept.push(rest.into());
+                    }
                 }
                 None => kept.push(pair.into()),
             }
@@ -264,23 +266,18 @@ fn from_query(query: &str, cc: bool, bearer: bool) -> (Option<Credential>, Optio
     (cred, changed.then(|| kept.join("&")))
 }
 
-/// `pair` without the credential parameters that follow a `;` in it, if it has any. Only `&`
-/// separates parameters here (as for WHATWG URLs, Kong and Envoy's `jwt_authn`), so these
-/// are not taken as credentials; but some upstreams split on `;` too, so they are not
+/// `pair` without the `;`-separated parts that name a credential parameter, if it has any.
+/// Only `&` separates parameters here (as for WHATWG URLs, Kong and Envoy's `jwt_authn`), so
+/// these are not taken as credentials; but some upstreams split on `;` too, so they are not
 /// passed on either.
 fn without_semicolon_fields(pair: &str, is_field: impl Fn(&str) -> bool) -> Option<String> {
     fn name(seg: &str) -> &str {
         seg.split_once('=').map_or(seg, |(k, _)| k)
     }
-    let mut segments = pair.split(';');
-    let first = segments.next()?;
-    let rest: Vec<&str> = segments.collect();
-    if !rest.iter().any(|seg| is_field(name(seg))) {
+    if !pair.contains(';') || !pair.split(';').any(|seg| is_field(name(seg))) {
         return None;
     }
-    let kept: Vec<&str> = std::iter::once(first)
-        .chain(rest.into_iter().filter(|seg| !is_field(name(seg))))
-        .collect();
+    let kept: Vec<&str> = pair.split(';').filter(|seg| !is_field(name(seg))).collect();
     Some(kept.join(";"))
 }
 
@@ -412,6 +409,9 @@ mod tests {
         assert_eq!(got.new_path.as_deref(), Some("/a?x=1;y=2&q=a;b"));
         let got = extract(&c, &view(None, "/a?q=a;b;c=d", None), None);
         assert_eq!(got.new_path, None);
+        // What is left must not look like a credential either.
+        let got = extract(&c, &view(None, "/a?grant_type;client_id&x", None), None);
+        assert_eq!(got.new_path.as_deref(), Some("/a?x"));
         assert_eq!(got.credential, Err(Denial::Missing));
     }
 
