@@ -834,20 +834,46 @@ fn envoy_gateway_policy_carries_a_configuration_the_filter_accepts() {
 }
 
 // ---------------------------------------------------------------------------------------
-// README
+// Documentation: the README and docs/ say what the filter does
 
-/// A section of the README: from its `## title` to the next `## `.
-fn readme_section(title: &str) -> String {
-    let readme = read("README.md");
-    let start = readme
+/// A section of a Markdown file: from its `## title` to the next `## `.
+fn section(rel: &str, title: &str) -> String {
+    let text = read(rel);
+    let start = text
         .find(&format!("\n## {title}\n"))
-        .unwrap_or_else(|| panic!("README has no section `## {title}`"));
-    let body = &readme[start + 1..];
+        .unwrap_or_else(|| panic!("{rel} has no section `## {title}`"));
+    let body = &text[start + 1..];
     let end = body[3..].find("\n## ").map_or(body.len(), |i| i + 3);
     body[..end].to_string()
 }
 
-/// The first column of the section's first table: `` `key` `` cells.
+fn readme_section(title: &str) -> String {
+    section("README.md", title)
+}
+
+/// The rows of every table in `text`, as trimmed cells; header separators left out.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The rows of `text`'s tables whose first cell is `first`.
+fn rows_starting(text: &str, first: &str) -> Vec<Vec<String>> {
+    table_rows(text)
+        .into_iter()
+        .filter(|r| r.first().is_some_and(|c| c == first))
+        .collect()
+}
+
+/// The first column of the Configuration reference's first table: `` `key` `` cells.
 fn readme_reference_keys() -> Vec<String> {
     let section = readme_section("Configuration reference");
     let mut keys = Vec::new();
@@ -878,8 +904,8 @@ fn readme_reference_keys() -> Vec<String> {
     keys
 }
 
-/// The configuration keys the filter accepts.
-fn raw_config_fields() -> Vec<String> {
+/// The configuration keys the filter accepts, as the library exports them.
+fn accepted_keys() -> Vec<String> {
     oidcgate::config::KEYS
         .iter()
         .map(|k| k.to_string())
@@ -901,8 +927,8 @@ fn filter_accepts_key(key: &str) -> bool {
 #[test]
 fn readme_reference_lists_exactly_the_accepted_keys() {
     let documented = readme_reference_keys();
-    let fields = raw_config_fields();
-    assert!(fields.len() > 10, "found RawConfig fields: {fields:?}");
+    let fields = accepted_keys();
+    assert!(fields.len() > 10, "oidcgate::config::KEYS: {fields:?}");
     let documented_set: BTreeSet<&String> = documented.iter().collect();
     assert_eq!(
         documented.len(),
@@ -918,10 +944,10 @@ fn readme_reference_lists_exactly_the_accepted_keys() {
     );
     assert!(
         unknown.is_empty(),
-        "in README's Configuration reference but not a RawConfig field: {unknown:?}"
+        "in README's Configuration reference but not in oidcgate::config::KEYS: {unknown:?}"
     );
-    // The source reading above and the parser agree: every listed key is accepted, and the
-    // probe does tell an unknown key apart.
+    // KEYS and the parser agree: every listed key is accepted, and the probe does tell an
+    // unknown key apart (src/config/tests.rs checks KEYS against the parser the other way).
     for key in &documented {
         assert!(
             filter_accepts_key(key),
@@ -994,45 +1020,121 @@ fn readme_reference_defaults_match_the_parser() {
     assert_eq!(c.accept.realm, "dev-1.okta.com");
 }
 
-/// Every `invalid_token` code.
-fn every_token_problem() -> Vec<TokenProblem> {
-    TokenProblem::ALL.to_vec()
-}
-
-#[test]
-fn readme_troubleshooting_covers_every_status_and_reason() {
-    let section = readme_section("Troubleshooting");
-    let denials = [
+/// Every kind of denial, one of each (a `TokenProblem` stands for all: their codes are checked
+/// apart).
+fn every_denial() -> Vec<Denial> {
+    let all = vec![
         Denial::Missing,
         Denial::InvalidToken(TokenProblem::Expired),
         Denial::InvalidClient,
         Denial::InsufficientScope,
         Denial::IdpUnavailable { retry_after_s: 1 },
     ];
-    for denial in &denials {
-        let reason = denial.reason();
+    // A new variant must be added above: this match stops compiling otherwise.
+    for denial in &all {
+        match denial {
+            Denial::Missing
+            | Denial::InvalidToken(_)
+            | Denial::InvalidClient
+            | Denial::InsufficientScope
+            | Denial::IdpUnavailable { .. } => {}
+        }
+    }
+    all
+}
+
+#[test]
+fn readme_outcomes_are_what_the_filter_answers() {
+    let section = readme_section("Outcomes");
+    // | what happened | status and headers | body `error` | log reason | counter |
+    let rows = table_rows(&section);
+    for denial in every_denial() {
+        let counter = format!("`denied.{}`", denial.reason());
+        let row = rows
+            .iter()
+            .find(|r| r.get(4) == Some(&counter))
+            .unwrap_or_else(|| panic!("Outcomes has no row with the counter {counter}"));
+        assert_eq!(row.len(), 5, "{row:?}");
+        let status = &row[1];
         assert!(
-            section.contains(&format!("| `{reason}")),
-            "Troubleshooting has no row for `{reason}`"
-        );
-        assert!(
-            section.contains(&format!("`denied.{reason}`")),
-            "Troubleshooting does not name the counter denied.{reason}"
-        );
-        assert!(
-            section.contains(&format!("| {}", denial.status())),
-            "Troubleshooting has no row for status {}",
+            status.starts_with(&format!("{}, ", denial.status())),
+            "{counter}: the status is {}: {status}",
             denial.status()
         );
-    }
-    for problem in every_token_problem() {
+        for (name, value) in denial.headers("<realm>") {
+            let shown = match name {
+                "www-authenticate" => format!("`WWW-Authenticate: {value}`"),
+                "retry-after" => "`Retry-After: <seconds>`".to_string(),
+                other => panic!("a header the README does not know: {other}"),
+            };
+            assert!(status.contains(&shown), "{counter}: {shown} in {status}");
+        }
+        let body: Value = serde_json::from_str(&denial.body()).unwrap();
+        assert_eq!(
+            row[2],
+            format!("`{}`", body["error"].as_str().unwrap()),
+            "{counter}: body error"
+        );
         assert!(
-            section.contains(&format!("| `{}` |", problem.code())),
-            "Troubleshooting does not explain invalid_token code `{}`",
-            problem.code()
+            row[3].starts_with(&format!("`{denial}`"))
+                || row[3].starts_with(&format!("`{} (<code>)`", denial.reason())),
+            "{counter}: log reason {}",
+            row[3]
         );
     }
-    for needle in ["wasmcustom.oidcgate", "/stats", "denied "] {
+    assert!(
+        rows.iter()
+            .any(|r| r.get(4).map(String::as_str) == Some("`allowed`")),
+        "Outcomes has a row for allowed requests"
+    );
+    // The codes of invalid_token: exactly those the filter has.
+    let mut codes: Vec<String> = rows
+        .iter()
+        .filter(|r| r.len() == 3 && r[0].starts_with('`'))
+        .map(|r| r[0].trim_matches('`').to_string())
+        .collect();
+    let mut expected: Vec<String> = TokenProblem::ALL
+        .iter()
+        .map(|p| p.code().to_string())
+        .collect();
+    codes.sort();
+    expected.sort();
+    assert_eq!(codes, expected, "the invalid_token codes of Outcomes");
+}
+
+#[test]
+fn readme_troubleshooting_covers_every_status_reason_and_counter() {
+    let section = readme_section("Troubleshooting");
+    for denial in every_denial() {
+        let first = format!("{} `{}`", denial.status(), denial.reason());
+        assert_eq!(
+            rows_starting(&section, &first).len(),
+            1,
+            "Troubleshooting has one row `{first}`"
+        );
+    }
+    // The counter table lists exactly the counters the filter defines.
+    let mut listed: Vec<String> = table_rows(&section)
+        .into_iter()
+        .filter(|r| r.len() == 2)
+        .filter_map(|r| {
+            let c = r[0].strip_prefix('`')?.strip_suffix('`')?;
+            Some(c.to_string())
+        })
+        .collect();
+    let mut defined: Vec<String> = oidcgate::tally::COUNTERS
+        .iter()
+        .map(|c| c.strip_prefix("oidcgate.").unwrap().to_string())
+        .collect();
+    listed.sort();
+    defined.sort();
+    assert_eq!(listed, defined, "the counters of Troubleshooting");
+    for needle in [
+        "wasmcustom.oidcgate",
+        "/stats",
+        "denied ",
+        "`idp.latency_ms`",
+    ] {
         assert!(
             section.contains(needle),
             "Troubleshooting mentions {needle}"
@@ -1041,8 +1143,8 @@ fn readme_troubleshooting_covers_every_status_and_reason() {
 }
 
 #[test]
-fn readme_has_the_kong_migration_section_and_points_to_the_setups() {
-    let section = readme_section("Coming from Kong's openid-connect plugin");
+fn kong_readme_maps_kongs_plugin_settings() {
+    let section = section("kong/README.md", "Coming from Kong's openid-connect plugin");
     for needle in [
         "503",
         "client_credentials_param_type",
@@ -1050,25 +1152,112 @@ fn readme_has_the_kong_migration_section_and_points_to_the_setups() {
         "Body credentials",
         "sessions",
         "authorization-code",
-        "kong/README.md",
-        "deploy/",
-        "docker-compose.yml",
+        "introspection",
     ] {
-        assert!(section.contains(needle), "Kong section mentions {needle}");
+        assert!(
+            section.contains(needle),
+            "the Kong section mentions {needle}"
+        );
     }
-    // Every key the section claims maps 1:1 is a key the filter accepts.
+    // Every key the section says maps 1:1 is a key the filter accepts.
     let one_to_one = section
         .split("**Maps 1:1**")
         .nth(1)
         .and_then(|s| s.split("**Differs").next())
         .expect("a Maps 1:1 paragraph");
-    let accepted = raw_config_fields();
+    let accepted = accepted_keys();
+    let mut named = 0;
     for token in one_to_one.split('`').skip(1).step_by(2) {
         if token.chars().all(|c| c.is_ascii_lowercase() || c == '_') && token.contains('_') {
+            named += 1;
             assert!(
                 accepted.iter().any(|k| k == token) || token == "client_credentials",
                 "`{token}` is said to map 1:1 but is not a configuration key"
             );
         }
+    }
+    assert!(named > 10, "the Maps 1:1 paragraph names {named} keys");
+}
+
+#[test]
+fn readme_points_to_every_setup_and_every_doc() {
+    let readme = read("README.md");
+    for path in [
+        "envoy/demo.yaml",
+        "envoy/production.yaml",
+        "deploy/",
+        "docker-compose.yml",
+        "kong/README.md",
+        "docs/guarantees.md",
+        "docs/design.md",
+        "docs/performance.md",
+    ] {
+        assert!(readme.contains(path), "README points to {path}");
+        assert!(repo_root().join(path).exists(), "{path} exists");
+    }
+    let performance = read("docs/performance.md");
+    for report in ["bench.md", "soak.md", "memory.md"] {
+        assert!(
+            performance.contains(&format!("]({report})")),
+            "docs/performance.md links {report}"
+        );
+        assert!(repo_root().join("docs").join(report).is_file());
+    }
+}
+
+/// `` `name` (path.rs) `` citations of tests in a document, as (name, path).
+fn cited_tests(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("` (") {
+        let before = &text[..i];
+        let Some(open) = before.rfind('`') else {
+            continue;
+        };
+        let name = &before[open + 1..];
+        let after = &text[i + 3..];
+        let Some(close) = after.find(')') else {
+            continue;
+        };
+        let path = &after[..close];
+        let is_test_file =
+            (path.starts_with("src/") || path.starts_with("tests/")) && path.ends_with(".rs");
+        if is_test_file
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            out.push((name.to_string(), path.to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_guarantee_names_tests_that_exist() {
+    let doc = read("docs/guarantees.md");
+    let cited = cited_tests(&doc);
+    assert!(
+        cited.len() > 40,
+        "docs/guarantees.md cites {} tests",
+        cited.len()
+    );
+    for (name, path) in &cited {
+        let source = read(path);
+        let at = source.find(&format!("fn {name}(")).unwrap_or_else(|| {
+            panic!("docs/guarantees.md cites `{name}`, not a function of {path}")
+        });
+        let attributes = &source[source[..at].rfind("\n\n").unwrap_or(0)..at];
+        assert!(
+            attributes.contains("#[test]") || attributes.contains("#[tokio::test"),
+            "docs/guarantees.md cites `{name}` ({path}), which is not a test"
+        );
+    }
+    // Every guarantee is held by at least one test.
+    for guarantee in doc.split("\n- **").skip(1) {
+        let title = guarantee.split("**").next().unwrap_or(guarantee);
+        assert!(
+            !cited_tests(guarantee).is_empty(),
+            "the guarantee `{title}` names no test"
+        );
     }
 }
