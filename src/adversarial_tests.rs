@@ -9,7 +9,7 @@ use jwt_simple::prelude::*;
 use serde_json::{json, Value};
 use testkit::keys::{self, b64url, jws, Sig};
 
-use crate::outcome::{Denial, TokenProblem, Verdict};
+use crate::outcome::{ClaimRule, Denial, TokenProblem, Verdict};
 use crate::testing::{bearer, claims, World, ISSUER, JWKS_URL, NOW_S, T0};
 use crate::verify::MAX_TOKEN_BYTES;
 
@@ -21,7 +21,7 @@ impl Harness {
     /// A gate with the key set of `rsa-1`, `ec-1` and `ed-1` in place before the attacks.
     fn new() -> Harness {
         let mut w = World::new(
-            r#","audience_required":["api://default"],"client_id":["svc"],
+            r#","audience_required":["api://default"],"clients_allowed":["svc"],
                 "upstream_headers_claims":["iss","cid"],"upstream_headers_names":["Issuer_Header","X-Client"]"#,
         );
         w.idp.keys = vec!["rsa-1", "ec-1", "ed-1"];
@@ -440,13 +440,35 @@ fn odd_expiry_values() {
 #[test]
 fn audience_as_an_object_or_another_audience_or_issuer() {
     let mut h = Harness::new();
+    // An audience of a type the verifier cannot read is a malformed token (401); a readable
+    // one that is not the one required fails the claim rule (403).
+    for (extra, want) in [
+        (json!({"aud": {"api://default": true}}), None),
+        (json!({"aud": [{"api://default": true}]}), None),
+        (json!({"aud": 1}), None),
+        (json!({"aud": null}), Some(ClaimRule::Audience)),
+        (json!({"aud": "api://other"}), Some(ClaimRule::Audience)),
+        (
+            json!({"aud": ["api://other", "api://default "]}),
+            Some(ClaimRule::Audience),
+        ),
+    ] {
+        let token = signed(
+            json!({"alg":"RS256","kid":"rsa-1"}),
+            &claims(extra.clone()),
+            "rsa-1",
+            "RS256",
+        );
+        match want {
+            Some(rule) => assert_eq!(
+                h.run(&token, T0),
+                Verdict::Deny(Denial::InsufficientScope(rule)),
+                "{extra}"
+            ),
+            None => h.refused(&extra.to_string(), &token, Some(TokenProblem::Malformed)),
+        }
+    }
     for extra in [
-        json!({"aud": {"api://default": true}}),
-        json!({"aud": [{"api://default": true}]}),
-        json!({"aud": 1}),
-        json!({"aud": null}),
-        json!({"aud": "api://other"}),
-        json!({"aud": ["api://other", "api://default "]}),
         json!({"iss": "http://127.0.0.1:9000/oauth2/other"}),
         json!({"iss": format!("{ISSUER}/")}),
         json!({"iss": [ISSUER]}),
@@ -460,15 +482,16 @@ fn audience_as_an_object_or_another_audience_or_issuer() {
         );
         h.refused(&extra.to_string(), &token, None);
     }
-    h.refused(
-        "another audience",
-        &signed(
-            json!({"alg":"RS256","kid":"rsa-1"}),
-            &claims(json!({"aud": "api://other"})),
-            "rsa-1",
-            "RS256",
-        ),
-        Some(TokenProblem::WrongAudience),
+    // Another audience is a claim rule: 403, as Kong and jwt_authn answer it.
+    let other_audience = signed(
+        json!({"alg":"RS256","kid":"rsa-1"}),
+        &claims(json!({"aud": "api://other"})),
+        "rsa-1",
+        "RS256",
+    );
+    assert_eq!(
+        h.run(&other_audience, T0),
+        Verdict::Deny(Denial::InsufficientScope(ClaimRule::Audience))
     );
     h.refused(
         "another issuer",

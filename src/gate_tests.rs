@@ -7,7 +7,7 @@ use super::*;
 use crate::client_tokens::TOKEN_ENTRIES;
 use crate::credentials::{basic_header, ClientCredentials, Secret};
 use crate::fetch::{Applied, Step};
-use crate::outcome::{Denial, TokenProblem, Verdict};
+use crate::outcome::{ClaimRule, Denial, TokenProblem, Verdict};
 use crate::records::{Bucket, TokenValue, BUCKETS, BUCKET_ENTRIES};
 use crate::store::SharedStore;
 use testkit::keys;
@@ -123,7 +123,7 @@ fn a_cached_allow_ends_when_the_token_expires() {
 #[test]
 fn issuer_audience_client_and_scope() {
     let mut w = World::new(
-        r#","audience_required":["api://default"],"client_id":["svc"],"scopes_required":["read"]"#,
+        r#","audience_required":["api://default"],"clients_allowed":["svc"],"scopes_required":["read"]"#,
     );
     let mut check = |claims: serde_json::Value| w.run(&bearer(&token("rsa-1", claims)), T0);
     assert!(matches!(check(json!({})), Verdict::Allow(_)));
@@ -133,7 +133,7 @@ fn issuer_audience_client_and_scope() {
     );
     assert_eq!(
         check(json!({"aud":"api://other"})),
-        Verdict::Deny(Denial::InvalidToken(TokenProblem::WrongAudience))
+        Verdict::Deny(Denial::InsufficientScope(ClaimRule::Audience))
     );
     assert_eq!(
         check(json!({"cid":"intruder"})),
@@ -141,7 +141,7 @@ fn issuer_audience_client_and_scope() {
     );
     assert_eq!(
         check(json!({"scp":["write"]})),
-        Verdict::Deny(Denial::InsufficientScope)
+        Verdict::Deny(Denial::InsufficientScope(ClaimRule::Scopes))
     );
 }
 
@@ -508,7 +508,7 @@ fn a_stalled_fetcher_is_taken_over_after_timeout() {
 
 #[test]
 fn disallowed_client_id_is_refused_without_asking_the_idp() {
-    let mut w = World::new(&format!("{BASE}{}", r#","client_id":["svc"]"#));
+    let mut w = World::new(&format!("{BASE}{}", r#","clients_allowed":["svc"]"#));
     let step = w.run(&client("other", "x"), T0);
     assert_eq!(
         step,

@@ -353,9 +353,12 @@ impl Lifecycle {
             Denial::Missing => "oidcgate.denied.missing",
             Denial::InvalidToken(_) => "oidcgate.denied.invalid_token",
             Denial::InvalidClient => "oidcgate.denied.invalid_client",
-            Denial::InsufficientScope => "oidcgate.denied.insufficient_scope",
+            Denial::InsufficientScope(_) => "oidcgate.denied.insufficient_scope",
             Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
         });
+        if let Denial::InsufficientScope(rule) = denial {
+            self.tally.bump(rule.counter());
+        }
         match self.denial_log.admit(now_ms) {
             Admit::Suppress => return,
             Admit::Log { suppressed } => log_suppressed(suppressed),

@@ -28,13 +28,12 @@ pub enum TokenProblem {
     IssuedInFuture,
     MissingExpiry,
     WrongIssuer,
-    WrongAudience,
     ClientNotAllowed,
 }
 
 impl TokenProblem {
     /// Every problem, for reports and tooling that list them.
-    pub const ALL: [TokenProblem; 12] = [
+    pub const ALL: [TokenProblem; 11] = [
         TokenProblem::TooLarge,
         TokenProblem::Malformed,
         TokenProblem::DisallowedAlgorithm,
@@ -45,7 +44,6 @@ impl TokenProblem {
         TokenProblem::IssuedInFuture,
         TokenProblem::MissingExpiry,
         TokenProblem::WrongIssuer,
-        TokenProblem::WrongAudience,
         TokenProblem::ClientNotAllowed,
     ];
 
@@ -61,7 +59,6 @@ impl TokenProblem {
             TokenProblem::IssuedInFuture => "iat_in_future",
             TokenProblem::MissingExpiry => "missing_exp",
             TokenProblem::WrongIssuer => "wrong_issuer",
-            TokenProblem::WrongAudience => "wrong_audience",
             TokenProblem::ClientNotAllowed => "client_not_allowed",
         }
     }
@@ -78,8 +75,60 @@ impl TokenProblem {
             TokenProblem::IssuedInFuture => "token is issued in the future",
             TokenProblem::MissingExpiry => "token has no expiry",
             TokenProblem::WrongIssuer => "token issuer is not allowed",
-            TokenProblem::WrongAudience => "token audience is not allowed",
             TokenProblem::ClientNotAllowed => "client is not allowed",
+        }
+    }
+}
+
+/// The claim rule a valid token failed. Each is answered 403 `insufficient_scope`, as Kong
+/// answers them all; the log line and the counter name the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimRule {
+    Audience,
+    Scopes,
+    Groups,
+    Roles,
+    ForbiddenClaim,
+}
+
+impl ClaimRule {
+    pub const ALL: [ClaimRule; 5] = [
+        ClaimRule::Audience,
+        ClaimRule::Scopes,
+        ClaimRule::Groups,
+        ClaimRule::Roles,
+        ClaimRule::ForbiddenClaim,
+    ];
+
+    /// The configuration key of the rule.
+    pub fn key(self) -> &'static str {
+        match self {
+            ClaimRule::Audience => "audience_required",
+            ClaimRule::Scopes => "scopes_required",
+            ClaimRule::Groups => "groups_required",
+            ClaimRule::Roles => "roles_required",
+            ClaimRule::ForbiddenClaim => "claims_forbidden",
+        }
+    }
+
+    /// The counter of its denials.
+    pub fn counter(self) -> &'static str {
+        match self {
+            ClaimRule::Audience => "oidcgate.denied.insufficient_scope.audience",
+            ClaimRule::Scopes => "oidcgate.denied.insufficient_scope.scopes",
+            ClaimRule::Groups => "oidcgate.denied.insufficient_scope.groups",
+            ClaimRule::Roles => "oidcgate.denied.insufficient_scope.roles",
+            ClaimRule::ForbiddenClaim => "oidcgate.denied.insufficient_scope.claims_forbidden",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            ClaimRule::Audience => "token audience is not allowed",
+            ClaimRule::Scopes => "token lacks a required scope",
+            ClaimRule::Groups => "token lacks a required group",
+            ClaimRule::Roles => "token lacks a required role",
+            ClaimRule::ForbiddenClaim => "token carries a forbidden claim",
         }
     }
 }
@@ -92,7 +141,8 @@ pub enum Denial {
     InvalidToken(TokenProblem),
     /// The IdP refused the caller's client id and secret, or they were unreadable.
     InvalidClient,
-    InsufficientScope,
+    /// A valid token that fails a claim rule.
+    InsufficientScope(ClaimRule),
     /// No usable token or key set, and the IdP cannot be asked right now.
     IdpUnavailable {
         retry_after_s: u64,
@@ -103,7 +153,7 @@ impl Denial {
     pub fn status(&self) -> u32 {
         match self {
             Denial::Missing | Denial::InvalidToken(_) | Denial::InvalidClient => 401,
-            Denial::InsufficientScope => 403,
+            Denial::InsufficientScope(_) => 403,
             Denial::IdpUnavailable { .. } => 503,
         }
     }
@@ -114,7 +164,7 @@ impl Denial {
             Denial::Missing => "missing",
             Denial::InvalidToken(_) => "invalid_token",
             Denial::InvalidClient => "invalid_client",
-            Denial::InsufficientScope => "insufficient_scope",
+            Denial::InsufficientScope(_) => "insufficient_scope",
             Denial::IdpUnavailable { .. } => "idp_unavailable",
         }
     }
@@ -132,7 +182,7 @@ impl Denial {
             Denial::Missing => "credentials are required",
             Denial::InvalidToken(p) => p.description(),
             Denial::InvalidClient => "client authentication failed",
-            Denial::InsufficientScope => "token lacks a required scope",
+            Denial::InsufficientScope(rule) => rule.description(),
             Denial::IdpUnavailable { .. } => "identity provider is unavailable, retry later",
         }
     }
@@ -167,6 +217,7 @@ impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Denial::InvalidToken(p) => write!(f, "invalid_token ({})", p.code()),
+            Denial::InsufficientScope(rule) => write!(f, "insufficient_scope ({})", rule.key()),
             other => f.write_str(other.reason()),
         }
     }
@@ -194,7 +245,6 @@ mod tests {
                 | TokenProblem::IssuedInFuture
                 | TokenProblem::MissingExpiry
                 | TokenProblem::WrongIssuer
-                | TokenProblem::WrongAudience
                 | TokenProblem::ClientNotAllowed => {}
             }
         }
@@ -216,7 +266,7 @@ mod tests {
                 "Bearer realm=\"idp.example.com\", error=\"invalid_client\"",
             ),
             (
-                Denial::InsufficientScope,
+                Denial::InsufficientScope(ClaimRule::Audience),
                 403,
                 "Bearer realm=\"idp.example.com\", error=\"insufficient_scope\"",
             ),

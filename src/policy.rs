@@ -1,10 +1,11 @@
-//! Judging the claims of a verified token against the configuration: issuer, audience,
-//! client allow-list, then scopes (the only check that answers 403).
+//! Judging the claims of a verified token against the configuration: the issuer and the
+//! client allow-list (401 `invalid_token`), then Kong's claim rules (403
+//! `insufficient_scope`, each naming the rule that failed).
 
 use serde_json::{Map, Value};
 
-use crate::config::Config;
-use crate::outcome::{Denial, TokenProblem};
+use crate::config::{Config, Requirement};
+use crate::outcome::{ClaimRule, Denial, TokenProblem};
 
 pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Denial> {
     let invalid = |p| Err(Denial::InvalidToken(p));
@@ -12,20 +13,6 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
     let issuer = claims.get("iss").and_then(Value::as_str);
     if !issuer.is_some_and(|iss| config.accept.issuers_allowed.iter().any(|a| a == iss)) {
         return invalid(TokenProblem::WrongIssuer);
-    }
-
-    if !config.policy.audience_required.is_empty() {
-        let ok = match claims.get("aud") {
-            Some(Value::String(a)) => config.policy.audience_required.contains(a),
-            Some(Value::Array(list)) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|a| config.policy.audience_required.iter().any(|r| r == a)),
-            _ => false,
-        };
-        if !ok {
-            return invalid(TokenProblem::WrongAudience);
-        }
     }
 
     if let Some(allowed) = &config.policy.clients_allowed {
@@ -39,32 +26,64 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
         }
     }
 
-    if !config.policy.scopes_required.is_empty() {
-        let granted = scopes(claims);
-        if !config
-            .policy
-            .scopes_required
-            .iter()
-            .all(|s| granted.contains(&s.as_str()))
-        {
-            return Err(Denial::InsufficientScope);
+    for requirement in &config.policy.requirements {
+        if !satisfied(requirement, claims) {
+            return Err(Denial::InsufficientScope(requirement.rule));
         }
+    }
+    if config
+        .policy
+        .claims_forbidden
+        .iter()
+        .any(|name| claims.contains_key(name))
+    {
+        return Err(Denial::InsufficientScope(ClaimRule::ForbiddenClaim));
     }
     Ok(())
 }
 
-/// `scope` as a space-separated string (RFC 8693/9068) or `scp` as an array (Okta, Azure).
-fn scopes(claims: &Map<String, Value>) -> Vec<&str> {
+/// Kong's rule: one of the sets of values is wholly present.
+fn satisfied(requirement: &Requirement, claims: &Map<String, Value>) -> bool {
+    let present = requirement
+        .paths
+        .iter()
+        .find_map(|path| values(claims, path));
+    let Some(present) = present else {
+        return false;
+    };
+    requirement
+        .any_of
+        .iter()
+        .any(|all| all.iter().all(|v| present.contains(&v.as_str())))
+}
+
+/// The values at `path`, or `None` when nothing is there. A string is split on whitespace
+/// (`scope`'s form); an array gives its strings; an array met on the way applies the rest of
+/// the path to each of its elements (`{"realm":[{"groups":…},…]}`).
+fn values<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<Vec<&'a str>> {
+    let (first, rest) = path.split_first()?;
+    let start = claims.get(first)?;
     let mut out = Vec::new();
-    if let Some(Value::String(s)) = claims.get("scope") {
-        out.extend(s.split(' ').filter(|s| !s.is_empty()));
-    }
-    match claims.get("scp") {
-        Some(Value::Array(list)) => out.extend(list.iter().filter_map(Value::as_str)),
-        Some(Value::String(s)) => out.extend(s.split(' ').filter(|s| !s.is_empty())),
+    collect(start, rest, &mut out);
+    Some(out)
+}
+
+fn collect<'a>(value: &'a Value, path: &[String], out: &mut Vec<&'a str>) {
+    match (path.split_first(), value) {
+        (None, Value::String(s)) => out.extend(s.split_whitespace()),
+        (None, Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str)),
+        (Some((next, rest)), Value::Object(map)) => {
+            if let Some(v) = map.get(next) {
+                collect(v, rest, out);
+            }
+        }
+        (Some(_), Value::Array(items)) => {
+            for item in items {
+                collect(item, path, out);
+            }
+        }
         _ => {}
     }
-    out
 }
 
 #[cfg(test)]
@@ -78,7 +97,10 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         match v {
-            Value::Object(m) => m,
+            Value::Object(mut m) => {
+                m.entry("iss").or_insert(json!("https://idp"));
+                m
+            }
             _ => unreachable!(),
         }
     }
@@ -86,9 +108,9 @@ mod tests {
     #[test]
     fn issuer_must_be_allowed() {
         let c = config("");
-        assert_eq!(authorize(&c, &claims(json!({"iss":"https://idp"}))), Ok(()));
+        assert_eq!(authorize(&c, &claims(json!({}))), Ok(()));
         for bad in [
-            json!({}),
+            json!({"iss": null}),
             json!({"iss":"https://other"}),
             json!({"iss":["https://idp"]}),
         ] {
@@ -99,73 +121,181 @@ mod tests {
         }
         let c = config(r#","issuers_allowed":["https://a","https://b"]"#);
         assert_eq!(authorize(&c, &claims(json!({"iss":"https://b"}))), Ok(()));
-        assert!(authorize(&c, &claims(json!({"iss":"https://idp"}))).is_err());
-    }
-
-    #[test]
-    fn audience_string_or_array() {
-        let c = config(r#","audience_required":["api://default","other"]"#);
-        let ok = |aud: Value| authorize(&c, &claims(json!({"iss":"https://idp","aud":aud})));
-        assert_eq!(ok(json!("api://default")), Ok(()));
-        assert_eq!(ok(json!(["x", "other"])), Ok(()));
-        for bad in [
-            json!("x"),
-            json!([]),
-            json!({"api://default":1}),
-            json!(null),
-            json!(["x"]),
-        ] {
-            assert_eq!(
-                ok(bad),
-                Err(Denial::InvalidToken(TokenProblem::WrongAudience))
-            );
-        }
+        assert!(authorize(&c, &claims(json!({}))).is_err());
     }
 
     #[test]
     fn client_allow_list_uses_first_present_claim() {
-        let c = config(r#","client_id":["svc-a"]"#);
+        let c = config(r#","clients_allowed":["svc-a"]"#);
         let check = |v: Value| authorize(&c, &claims(v));
-        assert_eq!(
-            check(json!({"iss":"https://idp","cid":"svc-a","sub":"x"})),
-            Ok(())
-        );
-        assert_eq!(
-            check(json!({"iss":"https://idp","client_id":"svc-a","cid":"x"})),
-            Ok(())
-        );
-        assert_eq!(check(json!({"iss":"https://idp","sub":"svc-a"})), Ok(()));
+        assert_eq!(check(json!({"cid":"svc-a","sub":"x"})), Ok(()));
+        assert_eq!(check(json!({"client_id":"svc-a","cid":"x"})), Ok(()));
+        assert_eq!(check(json!({"sub":"svc-a"})), Ok(()));
         // `client_id` wins over `cid`: a token cannot pick the claim that suits it.
         assert_eq!(
-            check(json!({"iss":"https://idp","client_id":"x","cid":"svc-a"})),
+            check(json!({"client_id":"x","cid":"svc-a"})),
             Err(Denial::InvalidToken(TokenProblem::ClientNotAllowed))
         );
-        assert!(check(json!({"iss":"https://idp"})).is_err());
+        assert!(check(json!({})).is_err());
+    }
+
+    /// (configuration, claims, passes): Kong's OR of ANDs over every form of value.
+    #[test]
+    fn the_elements_are_alternatives_and_an_element_needs_all_its_values() {
+        let cases = [
+            // OR of ANDs.
+            (
+                r#""scopes_required":["read write","admin"]"#,
+                json!({"scope":"write read"}),
+                true,
+            ),
+            (
+                r#""scopes_required":["read write","admin"]"#,
+                json!({"scope":"admin"}),
+                true,
+            ),
+            (
+                r#""scopes_required":["read write","admin"]"#,
+                json!({"scope":"read"}),
+                false,
+            ),
+            (
+                r#""scopes_required":["read","write"]"#,
+                json!({"scope":"read"}),
+                true,
+            ),
+            (
+                r#""scopes_required":["read  write"]"#,
+                json!({"scp":["read","write","x"]}),
+                true,
+            ),
+            (
+                r#""scopes_required":["read"]"#,
+                json!({"scope":"readwrite"}),
+                false,
+            ),
+            // Forms of value: space-separated string, array, one string, absent, other types.
+            (r#""scopes_required":["a"]"#, json!({"scp":"a"}), true),
+            (r#""scopes_required":["a"]"#, json!({"scp":["b","a"]}), true),
+            (r#""scopes_required":["a"]"#, json!({}), false),
+            (r#""scopes_required":["a"]"#, json!({"scp":[["a"]]}), false),
+            (
+                r#""scopes_required":["a"]"#,
+                json!({"scp":{"a":true}}),
+                false,
+            ),
+            (r#""scopes_required":["1"]"#, json!({"scp":[1]}), false),
+            // `scope` first; `scp` only when there is no `scope`.
+            (
+                r#""scopes_required":["a"]"#,
+                json!({"scope":"b","scp":["a"]}),
+                false,
+            ),
+            // Audience, groups, roles, with their default claims.
+            (
+                r#""audience_required":["api://a","api://b"]"#,
+                json!({"aud":["x","api://b"]}),
+                true,
+            ),
+            (
+                r#""audience_required":["api://a"]"#,
+                json!({"aud":"api://a"}),
+                true,
+            ),
+            (
+                r#""audience_required":["api://a"]"#,
+                json!({"aud":"api://x"}),
+                false,
+            ),
+            (
+                r#""groups_required":["Everyone admins"]"#,
+                json!({"groups":["admins","Everyone"]}),
+                true,
+            ),
+            (
+                r#""groups_required":["admins"]"#,
+                json!({"groups":["Everyone"]}),
+                false,
+            ),
+            (
+                r#""roles_required":["ops"]"#,
+                json!({"roles":"dev ops"}),
+                true,
+            ),
+            // Paths, and arrays inside them.
+            (
+                r#""groups_claim":["realm","groups"],"groups_required":["g1"]"#,
+                json!({"realm":{"groups":["g1"]}}),
+                true,
+            ),
+            (
+                r#""groups_claim":["realm","groups"],"groups_required":["g1"]"#,
+                json!({"groups":["g1"]}),
+                false,
+            ),
+            (
+                r#""groups_claim":["realm","groups"],"groups_required":["g1 g2"]"#,
+                json!({"realm":[{"groups":["g1"]},{"groups":"g2"}]}),
+                true,
+            ),
+            (
+                r#""roles_claim":["a","b","c"],"roles_required":["r"]"#,
+                json!({"a":{"b":{"c":["r"]}}}),
+                true,
+            ),
+            (
+                r#""roles_claim":["a","b","c"],"roles_required":["r"]"#,
+                json!({"a":{"b":"r"}}),
+                false,
+            ),
+            (
+                r#""scopes_claim":["perms"],"scopes_required":["x"]"#,
+                json!({"scope":"x","perms":"y"}),
+                false,
+            ),
+            // Nothing required: nothing checked.
+            (r#""groups_claim":["nowhere"]"#, json!({}), true),
+        ];
+        for (keys, token, passes) in cases {
+            let c = config(&format!(",{keys}"));
+            let got = authorize(&c, &claims(token.clone()));
+            assert_eq!(got.is_ok(), passes, "{keys} with {token}: {got:?}");
+            if let Err(denial) = got {
+                assert!(matches!(denial, Denial::InsufficientScope(_)), "{denial:?}");
+                assert_eq!(denial.status(), 403);
+            }
+        }
     }
 
     #[test]
-    fn scopes_from_scope_or_scp() {
-        let c = config(r#","scopes_required":["read","write"]"#);
-        let check = |v: Value| authorize(&c, &claims(v));
-        assert_eq!(
-            check(json!({"iss":"https://idp","scope":"write  read"})),
-            Ok(())
+    fn the_denial_names_the_first_rule_that_failed() {
+        let c = config(
+            r#","audience_required":["api"],"scopes_required":["s"],"groups_required":["g"],"roles_required":["r"],"claims_forbidden":["act"]"#,
         );
+        let all = json!({"aud":"api","scp":["s"],"groups":["g"],"roles":["r"]});
+        assert_eq!(authorize(&c, &claims(all.clone())), Ok(()));
+        for (drop, rule) in [
+            ("aud", ClaimRule::Audience),
+            ("scp", ClaimRule::Scopes),
+            ("groups", ClaimRule::Groups),
+            ("roles", ClaimRule::Roles),
+        ] {
+            let mut token = all.clone();
+            token.as_object_mut().unwrap().remove(drop);
+            assert_eq!(
+                authorize(&c, &claims(token)),
+                Err(Denial::InsufficientScope(rule))
+            );
+        }
+        let mut token = all.clone();
+        token["act"] = json!({"sub": "someone-else"});
         assert_eq!(
-            check(json!({"iss":"https://idp","scp":["read","write","x"]})),
-            Ok(())
+            authorize(&c, &claims(token)),
+            Err(Denial::InsufficientScope(ClaimRule::ForbiddenClaim))
         );
+        // The issuer is judged first, and is a 401.
         assert_eq!(
-            check(json!({"iss":"https://idp","scp":["read"]})),
-            Err(Denial::InsufficientScope)
-        );
-        assert_eq!(
-            check(json!({"iss":"https://idp","scope":"readwrite"})),
-            Err(Denial::InsufficientScope)
-        );
-        // A bad issuer is reported as such even when scopes are missing too.
-        assert_eq!(
-            check(json!({"iss":"x"})),
+            authorize(&c, &claims(json!({"iss":"x"}))),
             Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
         );
     }

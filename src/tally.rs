@@ -8,12 +8,17 @@ use std::collections::BTreeMap;
 const MAX_SAMPLES: usize = 256;
 
 /// Every counter name, so all exist (at zero) from the start and dashboards see them.
-pub const COUNTERS: [&str; 19] = [
+pub const COUNTERS: [&str; 24] = [
     "oidcgate.allowed",
     "oidcgate.denied.missing",
     "oidcgate.denied.invalid_token",
     "oidcgate.denied.invalid_client",
     "oidcgate.denied.insufficient_scope",
+    "oidcgate.denied.insufficient_scope.audience",
+    "oidcgate.denied.insufficient_scope.scopes",
+    "oidcgate.denied.insufficient_scope.groups",
+    "oidcgate.denied.insufficient_scope.roles",
+    "oidcgate.denied.insufficient_scope.claims_forbidden",
     "oidcgate.denied.idp_unavailable",
     "oidcgate.idp.discovery.ok",
     "oidcgate.idp.discovery.failed",

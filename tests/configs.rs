@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oidcgate::config::{Config, Sources};
-use oidcgate::outcome::{Denial, TokenProblem};
+use oidcgate::outcome::{ClaimRule, Denial, TokenProblem};
 use oidcgate::url::HttpUrl;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -1027,7 +1027,7 @@ fn every_denial() -> Vec<Denial> {
         Denial::Missing,
         Denial::InvalidToken(TokenProblem::Expired),
         Denial::InvalidClient,
-        Denial::InsufficientScope,
+        Denial::InsufficientScope(ClaimRule::Audience),
         Denial::IdpUnavailable { retry_after_s: 1 },
     ];
     // A new variant must be added above: this match stops compiling otherwise.
@@ -1036,7 +1036,7 @@ fn every_denial() -> Vec<Denial> {
             Denial::Missing
             | Denial::InvalidToken(_)
             | Denial::InvalidClient
-            | Denial::InsufficientScope
+            | Denial::InsufficientScope(_)
             | Denial::IdpUnavailable { .. } => {}
         }
     }
@@ -1052,7 +1052,7 @@ fn readme_outcomes_are_what_the_filter_answers() {
         let counter = format!("`denied.{}`", denial.reason());
         let row = rows
             .iter()
-            .find(|r| r.get(4) == Some(&counter))
+            .find(|r| r.get(4).is_some_and(|c| c.starts_with(&counter)))
             .unwrap_or_else(|| panic!("Outcomes has no row with the counter {counter}"));
         assert_eq!(row.len(), 5, "{row:?}");
         let status = &row[1];
@@ -1077,7 +1077,8 @@ fn readme_outcomes_are_what_the_filter_answers() {
         );
         assert!(
             row[3].starts_with(&format!("`{denial}`"))
-                || row[3].starts_with(&format!("`{} (<code>)`", denial.reason())),
+                || row[3].starts_with(&format!("`{} (<code>)`", denial.reason()))
+                || row[3].starts_with(&format!("`{} (<rule key>)`", denial.reason())),
             "{counter}: log reason {}",
             row[3]
         );

@@ -209,13 +209,6 @@ async fn bad_tokens_are_401_invalid_token() {
             }),
         ),
         (
-            "wrong audience",
-            s.idp.mint(MintSpec {
-                claims: json!({"aud": "api://other"}),
-                ..MintSpec::default()
-            }),
-        ),
-        (
             "unknown kid",
             s.idp.mint(MintSpec {
                 kid: "rsa-2",
@@ -649,6 +642,8 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
         ("denied.invalid_token", 1),
         ("denied.invalid_client", 1),
         ("denied.insufficient_scope", 1),
+        ("denied.insufficient_scope.scopes", 1),
+        ("denied.insufficient_scope.audience", 0),
         ("idp.token.ok", 1),
         ("idp.token.rejected", 1),
         ("idp.jwks.ok", 1),

@@ -28,7 +28,7 @@ pub fn strict_config() -> &'static Config {
         let json = format!(
             r#"{{"issuer":"{ISSUER}",
                 "audience_required":["api://default"],
-                "client_id":["svc","demo-client"],
+                "clients_allowed":["svc","demo-client"],
                 "scopes_required":["read"],
                 "issuers_allowed":["{ISSUER}","https://other.example.com"],
                 "upstream_headers_claims":["iss","scp","realm.roles","exp","admin","https://example.com/roles"],

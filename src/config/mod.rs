@@ -15,7 +15,7 @@ use std::fmt;
 
 pub use accept::{Accept, Sources};
 pub use idp::IdpSettings;
-pub use policy::{ClaimHeader, Policy};
+pub use policy::{ClaimHeader, Policy, Requirement};
 pub use raw::{TokenEndpointAuth, KEYS};
 pub use upstream::{is_header_name, TokenHeader, Upstream};
 

@@ -5,6 +5,7 @@
 use super::raw::{AuthMethod, RawConfig};
 use super::upstream::{check_spellings, is_header_name, is_reserved_header};
 use super::{err, ConfigError};
+use crate::outcome::ClaimRule;
 
 /// A claim to forward: where to find it, and the header it becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +15,27 @@ pub struct ClaimHeader {
     pub header: String,
 }
 
+/// A claim rule as Kong reads it: where its values are, and the sets of values that
+/// satisfy it. Any one set suffices, and a set needs every value in it (`["read write",
+/// "admin"]` = read and write, or admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub rule: ClaimRule,
+    /// Paths into the claims; the first that is present is read.
+    pub paths: Vec<Vec<String>>,
+    pub any_of: Vec<Vec<String>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub client_credentials: bool,
     pub bearer: bool,
     /// Callers allowed, by client id; `None` allows any.
     pub clients_allowed: Option<Vec<String>>,
-    pub scopes_required: Vec<String>,
-    pub audience_required: Vec<String>,
+    /// Only the rules that require something, in the order they are checked.
+    pub requirements: Vec<Requirement>,
+    /// Top-level claim names a token must not carry.
+    pub claims_forbidden: Vec<String>,
     pub claim_headers: Vec<ClaimHeader>,
 }
 
@@ -30,28 +44,106 @@ impl Policy {
         if raw.auth_methods.is_empty() {
             return Err(err("auth_methods", "must name at least one method"));
         }
+        // Kong's `client_id` is the gateway's own client; here it used to be the caller
+        // allow-list. Refused rather than read either way, so an old configuration fails
+        // loudly instead of changing meaning.
+        if raw.client_id.is_some() {
+            return Err(err(
+                "client_id",
+                "is the gateway's own client at the IdP, used only for introspection, which \
+                 this version does not do; the caller allow-list is `clients_allowed`",
+            ));
+        }
+        if raw.client_secret.is_some() {
+            return Err(err(
+                "client_secret",
+                "is the gateway's own client secret, used only for introspection, which this \
+                 version does not do",
+            ));
+        }
         for (key, list) in [
-            ("client_id", raw.client_id.as_deref().unwrap_or_default()),
-            ("scopes_required", &raw.scopes_required),
-            ("audience_required", &raw.audience_required),
+            (
+                "clients_allowed",
+                raw.clients_allowed.as_deref().unwrap_or_default(),
+            ),
+            ("claims_forbidden", &raw.claims_forbidden),
             ("upstream_headers_claims", &raw.upstream_headers_claims),
         ] {
-            if list.iter().any(|s| s.is_empty()) {
+            if list.iter().any(|s| s.trim().is_empty()) {
                 return Err(err(key, "entries must not be empty"));
             }
         }
-        if raw.client_id.as_ref().is_some_and(|l| l.is_empty()) {
+        if raw.clients_allowed.as_ref().is_some_and(|l| l.is_empty()) {
             return Err(err(
-                "client_id",
+                "clients_allowed",
                 "an empty allow-list would reject every client",
             ));
+        }
+        let mut requirements = Vec::new();
+        for (rule, claim_key, claim, default, required) in [
+            (
+                ClaimRule::Audience,
+                "audience_claim",
+                &raw.audience_claim,
+                &["aud"][..],
+                &raw.audience_required,
+            ),
+            (
+                ClaimRule::Scopes,
+                "scopes_claim",
+                &raw.scopes_claim,
+                // Okta writes `scp`; RFC 9068 `scope`.
+                &["scope", "scp"][..],
+                &raw.scopes_required,
+            ),
+            (
+                ClaimRule::Groups,
+                "groups_claim",
+                &raw.groups_claim,
+                &["groups"][..],
+                &raw.groups_required,
+            ),
+            (
+                ClaimRule::Roles,
+                "roles_claim",
+                &raw.roles_claim,
+                &["roles"][..],
+                &raw.roles_required,
+            ),
+        ] {
+            let paths = match claim {
+                Some(path) => {
+                    if path.is_empty() || path.iter().any(String::is_empty) {
+                        return Err(err(
+                            claim_key,
+                            "must be a path of claim names, e.g. [\"realm\", \"groups\"]",
+                        ));
+                    }
+                    vec![path.clone()]
+                }
+                None => default.iter().map(|c| vec![c.to_string()]).collect(),
+            };
+            let any_of: Vec<Vec<String>> = required
+                .iter()
+                .map(|all| all.split_whitespace().map(str::to_string).collect())
+                .collect();
+            if any_of.iter().any(Vec::is_empty) {
+                return Err(err(rule.key(), "entries must not be empty"));
+            }
+            if !any_of.is_empty() {
+                requirements.push(Requirement {
+                    rule,
+                    paths,
+                    any_of,
+                });
+            }
         }
         Ok(Policy {
             client_credentials: raw.auth_methods.contains(&AuthMethod::ClientCredentials),
             bearer: raw.auth_methods.contains(&AuthMethod::Bearer),
-            clients_allowed: raw.client_id.clone(),
-            scopes_required: raw.scopes_required.clone(),
-            audience_required: raw.audience_required.clone(),
+            clients_allowed: raw.clients_allowed.clone(),
+            requirements,
+            claims_forbidden: raw.claims_forbidden.clone(),
             claim_headers: claim_headers(
                 &raw.upstream_headers_claims,
                 &raw.upstream_headers_names,

@@ -1,6 +1,7 @@
 //! The configuration as the operator writes it: one JSON object, names after Kong's plugin.
 //! Only shape and types are checked here; meaning is checked by each group in `config`.
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -62,9 +63,18 @@ pub const KEYS: &[&str] = &[
     "bearer_token_param_type",
     "token_endpoint_auth_method",
     "client_id",
+    "client_secret",
+    "clients_allowed",
     "scopes",
+    "scopes_claim",
+    "audience_claim",
+    "groups_claim",
+    "roles_claim",
     "scopes_required",
     "audience_required",
+    "groups_required",
+    "roles_required",
+    "claims_forbidden",
     "issuers_allowed",
     "upstream_headers_claims",
     "upstream_headers_names",
@@ -92,13 +102,27 @@ pub(super) struct RawConfig {
     pub bearer_token_param_type: Vec<ParamType>,
     #[serde(default = "default_token_auth")]
     pub token_endpoint_auth_method: TokenEndpointAuth,
-    pub client_id: Option<Vec<String>>,
+    /// The gateway's own client at the IdP (Kong's meaning), for introspection: refused
+    /// whatever its form until then.
+    pub client_id: Option<IgnoredAny>,
+    pub client_secret: Option<IgnoredAny>,
+    pub clients_allowed: Option<Vec<String>>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    pub scopes_claim: Option<Vec<String>>,
+    pub audience_claim: Option<Vec<String>>,
+    pub groups_claim: Option<Vec<String>>,
+    pub roles_claim: Option<Vec<String>>,
     #[serde(default)]
     pub scopes_required: Vec<String>,
     #[serde(default)]
     pub audience_required: Vec<String>,
+    #[serde(default)]
+    pub groups_required: Vec<String>,
+    #[serde(default)]
+    pub roles_required: Vec<String>,
+    #[serde(default)]
+    pub claims_forbidden: Vec<String>,
     pub issuers_allowed: Option<Vec<String>>,
     #[serde(default)]
     pub upstream_headers_claims: Vec<String>,

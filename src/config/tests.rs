@@ -64,6 +64,19 @@ fn defaults_follow_the_spec() {
 }
 
 #[test]
+fn kongs_client_id_is_refused_naming_the_allow_list_key() {
+    // Kong's form (an array of one string) and a plain string alike.
+    for json in [
+        r#"{"issuer":"http://i","client_id":["gateway"],"client_secret":["s"]}"#,
+        r#"{"issuer":"http://i","client_id":"gateway"}"#,
+    ] {
+        let e = parse(json).unwrap_err();
+        assert_eq!(e.key, "client_id");
+        assert!(e.to_string().contains("clients_allowed"), "{e}");
+    }
+}
+
+#[test]
 fn every_key_is_accepted() {
     let c = parse(
         r#"{"issuer":"http://127.0.0.1:9000/oauth2/default",
@@ -71,8 +84,11 @@ fn every_key_is_accepted() {
                 "idp_cluster":"idp","auth_methods":["bearer"],
                 "client_credentials_param_type":["header","body","query"],
                 "bearer_token_param_type":["header","query"],
-                "token_endpoint_auth_method":"client_secret_post","client_id":["a","b"],
+                "token_endpoint_auth_method":"client_secret_post","clients_allowed":["a","b"],
                 "scopes":["read"],"scopes_required":["read"],"audience_required":["api://default"],
+                "scopes_claim":["perms"],"audience_claim":["aud"],"groups_claim":["realm","groups"],
+                "roles_claim":["roles"],"groups_required":["g"],"roles_required":["r"],
+                "claims_forbidden":["act"],
                 "issuers_allowed":["x","y"],"upstream_headers_claims":["iss","realm.roles"],
                 "upstream_headers_names":["Issuer_Header","X-Roles"],
                 "upstream_access_token_header":"x-access-token","leeway":5,"cache_tokens":false,
@@ -176,9 +192,34 @@ fn errors_name_the_key() {
         "upstream_access_token_header"
     );
     assert_eq!(
-        key_of(r#"{"issuer":"http://i","client_id":[]}"#),
-        "client_id"
+        key_of(r#"{"issuer":"http://i","clients_allowed":[]}"#),
+        "clients_allowed"
     );
+    for (json, key) in [
+        (r#"{"issuer":"http://i","groups_claim":[]}"#, "groups_claim"),
+        (
+            r#"{"issuer":"http://i","roles_claim":["a",""]}"#,
+            "roles_claim",
+        ),
+        (
+            r#"{"issuer":"http://i","scopes_required":[" "]}"#,
+            "scopes_required",
+        ),
+        (
+            r#"{"issuer":"http://i","groups_required":[""]}"#,
+            "groups_required",
+        ),
+        (
+            r#"{"issuer":"http://i","claims_forbidden":[""]}"#,
+            "claims_forbidden",
+        ),
+        (
+            r#"{"issuer":"http://i","client_secret":"s"}"#,
+            "client_secret",
+        ),
+    ] {
+        assert_eq!(key_of(json), key, "{json}");
+    }
     assert_eq!(
         key_of(r#"{"issuer":"http://i","scopes":["a b"]}"#),
         "scopes"
