@@ -232,7 +232,7 @@ async fn bad_tokens_are_401_invalid_token() {
         (
             "hs256 with public key",
             testkit::keys::hs256_token_with_rsa_public_key(
-                &s.idp,
+                &s.idp.jwks(),
                 "rsa-1",
                 &json!({"iss": s.idp.issuer(), "exp": now + 600}),
             ),
