@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use testkit::envoy::EnvoyOpts;
 use testkit::idp::{Counts, MockIdp, AUDIENCE};
 use testkit::keys::{self, Sig};
-use testkit::load::{self, EnvoyMemory, Provenance, Stack};
+use testkit::load::{self, EnvoyMemory, Provenance};
+use testkit::Stack;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -209,7 +211,7 @@ async fn run() -> Result<bool, Error> {
         settings.alg.name(),
         settings.connections
     );
-    let stack = Stack::start(MockIdp::start().await, filter_config.clone(), 1, None).await;
+    let stack = Stack::start(MockIdp::start().await, filter_config.clone(), 1).await;
     let tokens = Tokens::Minted {
         minter: Minter::new(stack.idp.issuer(), settings.alg),
         count: settings.tokens,
@@ -224,7 +226,7 @@ async fn run() -> Result<bool, Error> {
     .await?;
     // The filter moves its counters to Envoy on a 20 ms tick.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let counters = load::oidcgate_counters(&stack.admin, &stack.envoy).await?;
+    let counters = load::oidcgate_counters(&stack.http, &stack.envoy).await?;
     let idp_counts = stack.idp.counts();
     drop(stack);
 
@@ -332,7 +334,8 @@ async fn send(
     for _ in 0..connections {
         let (rx, done, failed, failures) =
             (rx.clone(), done.clone(), failed.clone(), failures.clone());
-        let (http, url) = (load::client(Duration::from_secs(30)), url.clone());
+        // A client each, so each sender keeps its own keep-alive connection.
+        let (http, url) = (testkit::http_client(), url.clone());
         senders.spawn(async move {
             loop {
                 let Some(token) = rx.lock().await.recv().await else {
@@ -425,8 +428,8 @@ async fn send(
 }
 
 async fn sample(stack: &Stack, tokens: u64, elapsed: Duration) -> Result<Sample, Error> {
-    let memory = load::envoy_memory(&stack.admin, &stack.envoy).await?;
-    let counters = load::oidcgate_counters(&stack.admin, &stack.envoy).await?;
+    let memory = load::envoy_memory(&stack.http, &stack.envoy).await?;
+    let counters = load::oidcgate_counters(&stack.http, &stack.envoy).await?;
     let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
     Ok(Sample {
         tokens,
@@ -455,7 +458,7 @@ impl Probe {
 /// Signing cost here and the filter's rate for `count` distinct tokens of `alg`, on an
 /// Envoy of its own so the main run starts clean.
 async fn probe(alg: Alg, count: u64, connections: u64, config: &Value) -> Result<Probe, Error> {
-    let stack = Stack::start(MockIdp::start().await, config.clone(), 1, None).await;
+    let stack = Stack::start(MockIdp::start().await, config.clone(), 1).await;
     let minter = Minter::new(stack.idp.issuer(), alg);
     let signing = Instant::now();
     let tokens: Vec<String> = (0..count).map(|i| minter.mint(i)).collect();
@@ -521,18 +524,20 @@ async fn baseline(requests: u64, connections: u64) -> Result<Baseline, Error> {
     std::fs::create_dir_all(&dir)?;
     let template = dir.join("no-filter.yaml");
     std::fs::write(&template, NO_FILTER_TEMPLATE)?;
-    let stack = Stack::start(MockIdp::start().await, json!({}), 1, Some(template)).await;
-    let before = load::envoy_memory(&stack.admin, &stack.envoy).await?;
+    let opts = EnvoyOpts {
+        template,
+        ..EnvoyOpts::default()
+    };
+    let stack = Stack::start_with(MockIdp::start().await, opts).await;
+    let before = load::envoy_memory(&stack.http, &stack.envoy).await?;
     let token = Minter::new(stack.idp.issuer(), Alg::EdDsa).mint(0);
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let (sent, failed, token) = (sent.clone(), failed.clone(), token.clone());
-        let (http, url) = (
-            load::client(Duration::from_secs(30)),
-            stack.envoy.url("/api/memory"),
-        );
+        // A client each, as in `send`.
+        let (http, url) = (testkit::http_client(), stack.envoy.url("/api/memory"));
         tasks.spawn(async move {
             while sent.fetch_add(1, Ordering::Relaxed) < requests {
                 let ok = match http.get(&url).bearer_auth(&token).send().await {
@@ -548,7 +553,7 @@ async fn baseline(requests: u64, connections: u64) -> Result<Baseline, Error> {
     while let Some(joined) = tasks.join_next().await {
         joined?;
     }
-    let after = load::envoy_memory(&stack.admin, &stack.envoy).await?;
+    let after = load::envoy_memory(&stack.http, &stack.envoy).await?;
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Baseline {

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::idp::{Counts, Endpoint, Fault, MockIdp, AUDIENCE};
 use testkit::keys::{self, Sig};
-use testkit::load::{self, EnvoyMemory, Provenance, Stack};
+use testkit::load::{self, EnvoyMemory, Provenance};
+use testkit::Stack;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -762,7 +763,8 @@ async fn request_loop(
     mix: Mix,
     until: Instant,
 ) -> Result<Tally, Error> {
-    let http = load::client(Duration::from_millis(TIMEOUT_MS * 5));
+    // A client of its own, so each loop keeps its own keep-alive connection.
+    let http = testkit::http_client_with_timeout(Duration::from_millis(TIMEOUT_MS * 5));
     let mut state = Loop {
         id,
         rng: Rng(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(id as u64)),
@@ -859,7 +861,7 @@ async fn sample(stack: &Stack, chaos: &Chaos, progress: &Progress) -> Result<Sam
         at: chaos.start.elapsed(),
         requests: progress.requests.load(Ordering::Relaxed),
         unexpected: progress.unexpected.load(Ordering::Relaxed),
-        memory: load::envoy_memory(&stack.admin, &stack.envoy).await?,
+        memory: load::envoy_memory(&stack.http, &stack.envoy).await?,
         idp: stack.idp.counts(),
     })
 }
@@ -911,14 +913,14 @@ async fn run() -> Result<bool, Error> {
     for (id, secret) in CLIENTS {
         idp.add_client(id, secret, &["read"], &["read"]);
     }
-    let stack = Arc::new(Stack::start(idp, filter_config(), 2, None).await);
+    let stack = Arc::new(Stack::start(idp, filter_config(), 2).await);
     eprintln!(
         "soak: Envoy --concurrency 2 at {}, {} loops for {} s",
         stack.envoy.url("/"),
         settings.tasks,
         settings.seconds
     );
-    let idle = load::envoy_memory(&stack.admin, &stack.envoy).await?;
+    let idle = load::envoy_memory(&stack.http, &stack.envoy).await?;
 
     warm_up(&stack).await?;
     stack.idp.reset_counts();
@@ -982,7 +984,7 @@ async fn run() -> Result<bool, Error> {
     // The filter moves its counters to Envoy on a 20 ms tick.
     tokio::time::sleep(Duration::from_millis(200)).await;
     samples.push(sample(&stack, &chaos, &progress).await?);
-    let counters = load::oidcgate_counters(&stack.admin, &stack.envoy).await?;
+    let counters = load::oidcgate_counters(&stack.http, &stack.envoy).await?;
     let upstream = stack.echo.requests() - upstream_before;
     let load_after = load::load_average();
     save_envoy_log(&stack);
@@ -1020,15 +1022,17 @@ async fn run() -> Result<bool, Error> {
 /// One answered request per registered client and a valid bearer token, so the run starts
 /// with discovery, keys and client tokens in place.
 async fn warm_up(stack: &Stack) -> Result<(), Error> {
-    let http = load::client(Duration::from_secs(10));
     let (token, _) = mint(stack.idp.issuer(), KEY_CYCLE[0], Variant::Valid, 0).await?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut requests = vec![http.get(stack.envoy.url("/warm-up")).bearer_auth(&token)];
+    let get = || {
+        stack
+            .http
+            .get(stack.envoy.url("/warm-up"))
+            .timeout(Duration::from_secs(10))
+    };
+    let mut requests = vec![get().bearer_auth(&token)];
     for (id, secret) in CLIENTS {
-        requests.push(
-            http.get(stack.envoy.url("/warm-up"))
-                .basic_auth(id, Some(secret)),
-        );
+        requests.push(get().basic_auth(id, Some(secret)));
     }
     for request in requests {
         loop {
