@@ -7,6 +7,7 @@
 //! - [`Stack`]: the three together with one HTTP client, as every real-Envoy run drives them.
 //! - [`load`]: what the long runs (`soak`, `memory`, `bench`) share: memory and counter
 //!   sampling, settings, reports.
+//! - [`tokens`]: tokens in bulk for the benchmark.
 //!
 //! Everything listens on 127.0.0.1 only, on free ports unless asked otherwise.
 
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod load;
 mod server;
 mod stack;
+pub mod tokens;
 
 pub use stack::{merged, Answer, Stack};
 

@@ -68,6 +68,14 @@ impl Stack {
         }
     }
 
+    /// Stops Envoy, then starts another with `opts` in front of the same IdP and upstream
+    /// (`opts` completed as by [`Stack::start_with`]). The old one stops first, so the new one
+    /// can bind the same fixed ports.
+    pub async fn restart_envoy(&mut self, opts: EnvoyOpts) {
+        self.envoy.kill();
+        self.envoy = Envoy::start(envoy_opts(&self.idp, &self.echo, opts)).await;
+    }
+
     /// Sends `request` (built from [`Stack::http`]) and reads the whole answer. Panics if Envoy
     /// does not answer.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
