@@ -557,12 +557,21 @@ impl Shared {
     }
 }
 
-/// Okta-shaped access-token claims for a client-credentials token.
-fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Value {
-    let iat = keys::now();
+/// The claims of an access token as this IdP issues them, an Okta custom authorization
+/// server's: `ver`, `jti`, `iss`, `aud` ([`AUDIENCE`]), `iat`, `exp` (`iat + ttl`), `cid` and
+/// `sub` (the client), `scp`.
+pub fn access_token_claims<S: AsRef<str>>(
+    issuer: &str,
+    client_id: &str,
+    scopes: &[S],
+    iat: u64,
+    ttl: u64,
+    jti: &str,
+) -> Value {
+    let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
     json!({
         "ver": 1,
-        "jti": new_jti(),
+        "jti": jti,
         "iss": issuer,
         "aud": AUDIENCE,
         "iat": iat,
@@ -571,6 +580,11 @@ fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Va
         "sub": client_id,
         "scp": scopes,
     })
+}
+
+/// [`access_token_claims`] issued now, with a new `jti`.
+fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Value {
+    access_token_claims(issuer, client_id, scopes, keys::now(), ttl, &new_jti())
 }
 
 /// `AT.<random>`, the shape of Okta's access-token ids.

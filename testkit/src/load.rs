@@ -230,6 +230,21 @@ impl Provenance {
             wasm_bytes,
         }
     }
+
+    /// `<n> CPUs, <model>; load average <before> before, <load_after> after`.
+    pub fn machine(&self, load_after: &str) -> String {
+        format!(
+            "{} CPUs, {}; load average {} before, {load_after} after",
+            self.cpus, self.cpu_model, self.load_before
+        )
+    }
+
+    /// The 1-minute load average before the run, as `/proc/loadavg` wrote it, when it was
+    /// above 0.5: other processes then shared the cores, and a report should say so.
+    pub fn busy(&self) -> Option<&str> {
+        let load = self.load_before.split_whitespace().next()?;
+        load.parse::<f64>().is_ok_and(|l| l > 0.5).then_some(load)
+    }
 }
 
 /// The three load averages of `/proc/loadavg`.

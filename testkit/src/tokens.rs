@@ -4,29 +4,20 @@
 
 use serde_json::{json, Value};
 
-use crate::idp::AUDIENCE;
+use crate::idp::{access_token_claims, AUDIENCE};
 use crate::keys::{self, Sig};
 
 /// `count` distinct tokens for `issuer`, in order, each with the mock IdP's header
-/// (`{"alg":"RS256","kid":"rsa-1"}`, fixture key `rsa-1`) and claims (`ver`, a `jti` carrying
-/// the token's index, `iss`, `aud`, `iat`, `exp` after `ttl` seconds, `cid` and `sub`
-/// `client_id`, `scp: ["read"]`), so a verifier configured for the mock IdP with that issuer
-/// accepts every one. Signs on every available core.
+/// (`{"alg":"RS256","kid":"rsa-1"}`, fixture key `rsa-1`) and claims
+/// ([`access_token_claims`]: a `jti` carrying the token's index, `exp` after `ttl` seconds,
+/// client `client_id`, `scp: ["read"]`), so a verifier configured for the mock IdP with that
+/// issuer accepts every one. Signs on every available core.
 pub fn pool(issuer: &str, client_id: &str, count: usize, ttl: u64) -> Vec<String> {
     let iat = keys::now();
     let mint = |index: usize| {
         let random: u64 = jwt_simple::reexports::rand::random();
-        let claims = json!({
-            "ver": 1,
-            "jti": format!("AT.bench-{index}-{random:016x}"),
-            "iss": issuer,
-            "aud": AUDIENCE,
-            "iat": iat,
-            "exp": iat + ttl,
-            "cid": client_id,
-            "sub": client_id,
-            "scp": ["read"],
-        });
+        let jti = format!("AT.bench-{index}-{random:016x}");
+        let claims = access_token_claims(issuer, client_id, &["read"], iat, ttl, &jti);
         keys::mint_raw(
             &json!({"alg": "RS256", "kid": "rsa-1"}),
             &claims,
@@ -81,11 +72,9 @@ pub fn core_bench_input(issuer: &str) -> Value {
         jwk["kid"] = kid.into();
         jwk["alg"] = alg.into();
         jwks.push(jwk);
-        let claims = json!({
-            "ver": 1, "jti": format!("AT.core-{alg}"), "iss": issuer, "aud": AUDIENCE,
-            "iat": iat, "exp": iat + 30 * 24 * 3600, "cid": "demo-client", "sub": "demo-client",
-            "scp": ["read"],
-        });
+        let ttl = 30 * 24 * 3600;
+        let jti = format!("AT.core-{alg}");
+        let claims = access_token_claims(issuer, "demo-client", &["read"], iat, ttl, &jti);
         let token = keys::mint_raw(
             &json!({"alg": alg, "kid": kid}),
             &claims,

@@ -14,6 +14,23 @@ fn template(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Dummy ports 1 to 4, no filter, an empty configuration and no extra placeholders.
+fn plain_vars() -> TemplateVars {
+    TemplateVars {
+        admin_port: 1,
+        listen_port: 2,
+        idp_port: 3,
+        echo_port: 4,
+        wasm_path: PathBuf::new(),
+        filter_config: json!({}),
+        extra: Vec::new(),
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Two free loopback ports, released for Envoy to bind.
 fn two_free_ports() -> (u16, u16) {
     let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -28,13 +45,9 @@ fn two_free_ports() -> (u16, u16) {
 fn filter_config_is_rendered_as_one_quoted_yaml_scalar() {
     let config = json!({"issuer": "http://127.0.0.1:1/oauth2/default", "odd": "quote \" backslash \\ newline \n é {{X}}"});
     let vars = TemplateVars {
-        admin_port: 1,
-        listen_port: 2,
-        idp_port: 3,
-        echo_port: 4,
         wasm_path: PathBuf::from("/x/oidcgate.wasm"),
         filter_config: config.clone(),
-        extra: Vec::new(),
+        ..plain_vars()
     };
     let yaml = render(&testkit::repo_root().join("envoy/e2e.yaml"), &vars);
     assert!(!yaml.contains("{{ADMIN_PORT}}") && !yaml.contains("{{WASM_PATH}}"));
@@ -51,16 +64,11 @@ fn filter_config_is_rendered_as_one_quoted_yaml_scalar() {
 #[test]
 fn extra_placeholders_are_filled_in_one_pass() {
     let vars = TemplateVars {
-        admin_port: 1,
-        listen_port: 2,
-        idp_port: 3,
-        echo_port: 4,
-        wasm_path: PathBuf::new(),
-        filter_config: json!({}),
         extra: vec![
             ("JWKS".into(), r#"{"keys":[]}"#.into()),
             ("NOTE".into(), "left as is: {{ADMIN_PORT}}".into()),
         ],
+        ..plain_vars()
     };
     let rendered = testkit::envoy::render_str(
         "port: {{ADMIN_PORT}}\njwks: '{{JWKS}}'\nnote: {{NOTE}}{{LISTEN_PORT}}\n",
@@ -75,31 +83,13 @@ fn extra_placeholders_are_filled_in_one_pass() {
 #[test]
 #[should_panic(expected = "unknown placeholder")]
 fn an_unclosed_placeholder_is_refused() {
-    let vars = TemplateVars {
-        admin_port: 1,
-        listen_port: 2,
-        idp_port: 3,
-        echo_port: 4,
-        wasm_path: PathBuf::new(),
-        filter_config: json!({}),
-        extra: Vec::new(),
-    };
-    testkit::envoy::render_str("port: {{ADMIN_PORT}}\nx: {{ADMIN_PORT\n", &vars);
+    testkit::envoy::render_str("port: {{ADMIN_PORT}}\nx: {{ADMIN_PORT\n", &plain_vars());
 }
 
 #[test]
 #[should_panic(expected = "unknown placeholder")]
 fn unknown_placeholders_are_refused() {
-    let vars = TemplateVars {
-        admin_port: 1,
-        listen_port: 2,
-        idp_port: 3,
-        echo_port: 4,
-        wasm_path: PathBuf::new(),
-        filter_config: json!({}),
-        extra: Vec::new(),
-    };
-    testkit::envoy::render_str("port: {{ADMIN_PORT}}\nx: {{ADMIN_PROT}}\n", &vars);
+    testkit::envoy::render_str("port: {{ADMIN_PORT}}\nx: {{ADMIN_PROT}}\n", &plain_vars());
 }
 
 #[tokio::test]
@@ -117,14 +107,7 @@ async fn envoy_proxies_to_echo_and_idp_and_reports_stats() {
     .await;
     let http = testkit::http_client();
 
-    let echoed: Value = http
-        .get(envoy.url("/api?x=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echoed = get_json(&http, &envoy.url("/api?x=1")).await;
     assert_eq!(echoed["path"], "/api?x=1");
     assert_eq!(echo.requests(), 1);
 
@@ -195,14 +178,7 @@ async fn fixed_ports_log_level_and_arguments_reach_envoy() {
     .await;
     assert_eq!((envoy.admin_port, envoy.listen_port), (admin, listen));
     let http = testkit::http_client();
-    let info: Value = http
-        .get(envoy.admin_url("/server_info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_json(&http, &envoy.admin_url("/server_info")).await;
     let options = &info["command_line_options"];
     assert_eq!(options["log_level"], "debug", "{options}");
     assert_eq!(options["service_node"], "testkit-node", "{options}");

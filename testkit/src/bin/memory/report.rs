@@ -71,11 +71,7 @@ impl Report<'_> {
          memory as it goes. Reproduce with `scripts/memory` (settings: see its header).\n"
     );
         let _ = writeln!(r, "- **Date**: {}", p.date);
-        let _ = writeln!(
-            r,
-            "- **Machine**: {} CPUs, {}; load average {} before, {} after",
-            p.cpus, p.cpu_model, p.load_before, load_after
-        );
+        let _ = writeln!(r, "- **Machine**: {}", p.machine(load_after));
         let _ = writeln!(
         r,
         "- **Envoy**: {}, `--concurrency 1`; the driver, the mock IdP and the echo upstream run in one process beside it",
@@ -108,17 +104,11 @@ impl Report<'_> {
             run.elapsed.as_secs_f64(),
             settings.tokens as f64 / run.elapsed.as_secs_f64()
         );
-        if p.load_before
-            .split_whitespace()
-            .next()
-            .and_then(|l| l.parse::<f64>().ok())
-            .is_some_and(|l| l > 0.5)
-        {
+        if let Some(load) = p.busy() {
             let _ = writeln!(
-            r,
-            "\n> The machine was not idle (1-minute load {} before the run): rates carry that noise; memory figures do not depend on it.",
-            p.load_before.split_whitespace().next().unwrap_or("?")
-        );
+                r,
+                "\n> The machine was not idle (1-minute load {load} before the run): rates carry that noise; memory figures do not depend on it."
+            );
         }
         if !settings.note.is_empty() {
             let _ = writeln!(r, "\n> {}", settings.note);

@@ -1,7 +1,7 @@
 //! The tokens the run sends: distinct, valid, signed here with the algorithm asked for.
 
 use serde_json::json;
-use testkit::idp::AUDIENCE;
+use testkit::idp::access_token_claims;
 use testkit::keys::{self, Sig};
 
 /// Tokens outlive the run: entries leave the cache by its bounds, never by expiry, the worst
@@ -56,17 +56,15 @@ impl Minter {
     }
 
     pub fn mint(&self, i: u64) -> String {
-        let claims = json!({
-            "ver": 1,
-            "jti": format!("AT.memory-{}", self.first + i),
-            "iss": self.issuer,
-            "aud": AUDIENCE,
-            "iat": self.iat,
-            "exp": self.iat + TOKEN_TTL_S,
-            "cid": "memory-client",
-            "sub": "memory-client",
-            "scp": ["read"],
-        });
+        let jti = format!("AT.memory-{}", self.first + i);
+        let claims = access_token_claims(
+            &self.issuer,
+            "memory-client",
+            &["read"],
+            self.iat,
+            TOKEN_TTL_S,
+            &jti,
+        );
         let (alg, kid) = (self.alg.name(), self.alg.kid());
         keys::mint_raw(
             &json!({"alg": alg, "kid": kid}),

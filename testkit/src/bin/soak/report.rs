@@ -66,11 +66,7 @@ impl Report<'_> {
             s.tasks, s.seconds
         );
         let _ = writeln!(r, "- **Date**: {}", p.date);
-        let _ = writeln!(
-            r,
-            "- **Machine**: {} CPUs, {}; load average {} before, {} after",
-            p.cpus, p.cpu_model, p.load_before, self.load_after
-        );
+        let _ = writeln!(r, "- **Machine**: {}", p.machine(&self.load_after));
         let _ = writeln!(
             r,
             "- **Envoy**: {}, `--concurrency 2`; the driver, the mock IdP and the echo upstream share the machine with it",
@@ -97,18 +93,11 @@ impl Report<'_> {
             TOKEN_TTL.as_secs(),
             CLIENTS.iter().map(|(id, _)| format!("`{id}`")).collect::<Vec<_>>().join(", ")
         );
-        if let Some(load) = p
-            .load_before
-            .split_whitespace()
-            .next()
-            .and_then(|l| l.parse::<f64>().ok())
-        {
-            if load > 0.5 {
-                let _ = writeln!(
-                    r,
-                    "\n> The machine was not idle (1-minute load {load} before the run): request rates carry that noise."
-                );
-            }
+        if let Some(load) = p.busy() {
+            let _ = writeln!(
+                r,
+                "\n> The machine was not idle (1-minute load {load} before the run): request rates carry that noise."
+            );
         }
         if !s.note.is_empty() {
             let _ = writeln!(r, "\n> {}", s.note);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::idp::{MockIdp, AUDIENCE};
+use testkit::idp::{access_token_claims, MockIdp};
 use testkit::keys::{self, Sig};
 use testkit::Stack;
 
@@ -121,17 +121,9 @@ pub async fn mint(
 ) -> Result<(String, &'static str), Error> {
     let job = move || {
         let now = keys::now();
-        let mut claims = json!({
-            "ver": 1,
-            "jti": format!("AT.soak-{jti:016x}"),
-            "iss": issuer,
-            "aud": AUDIENCE,
-            "iat": now,
-            "exp": now + TOKEN_TTL.as_secs(),
-            "cid": "soak-bearer",
-            "sub": "soak-bearer",
-            "scp": ["read"],
-        });
+        let jti = format!("AT.soak-{jti:016x}");
+        let ttl = TOKEN_TTL.as_secs();
+        let mut claims = access_token_claims(&issuer, "soak-bearer", &["read"], now, ttl, &jti);
         let alg = keys::default_alg(kid);
         match variant {
             Variant::Valid => {}
