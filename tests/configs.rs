@@ -141,6 +141,7 @@ fn prepare_envoy_config(path: &Path) -> String {
                 "upstream_headers_claims": ["iss", "sub"],
                 "upstream_headers_names": ["Issuer_Header", "X-Subject"],
             }),
+            extra: Vec::new(),
         };
         return render_str(&text, &vars);
     }

@@ -16,13 +16,11 @@ use serde_json::{json, Value};
 use testkit::echo::Echo;
 use testkit::envoy::{Envoy, EnvoyOpts};
 use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
-
-mod common;
-use common::{Answer, Stack};
+use testkit::{Answer, Stack};
 
 /// The configuration every test starts from; `extra` keys are merged over it.
 fn filter_config(extra: Value) -> Value {
-    common::merged(
+    testkit::merged(
         json!({
             "timeout": 2000,
             "upstream_headers_claims": ["iss", "sub", "scp"],
@@ -33,29 +31,27 @@ fn filter_config(extra: Value) -> Value {
 }
 
 async fn stack_with(extra: Value, concurrency: u32) -> Stack {
-    common::start(MockIdp::start().await, filter_config(extra), concurrency).await
+    Stack::start(MockIdp::start().await, filter_config(extra), concurrency).await
 }
 
 async fn stack() -> Stack {
     stack_with(json!({}), 1).await
 }
 
-impl Stack {
-    /// A token straight from the IdP, as a caller with its own client would get one.
-    async fn idp_token(&self) -> String {
-        let resp: Value = self
-            .http
-            .post(format!("{}/v1/token", self.idp.issuer()))
-            .basic_auth("demo-client", Some("demo-secret"))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        resp["access_token"].as_str().unwrap().to_string()
-    }
+/// A token straight from the IdP, as a caller with its own client would get one.
+async fn idp_token(s: &Stack) -> String {
+    let resp: Value = s
+        .http
+        .post(s.idp.token_endpoint())
+        .basic_auth("demo-client", Some("demo-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"].as_str().unwrap().to_string()
 }
 
 fn assert_invalid_token(a: &Answer) {
@@ -131,7 +127,7 @@ async fn wrong_secret_right_after_a_cached_right_one_is_401() {
 #[tokio::test]
 async fn bearer_token_from_the_idp_is_verified_and_forwarded() {
     let s = stack().await;
-    let token = s.idp_token().await;
+    let token = idp_token(&s).await;
     let a = s.bearer(&token).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(
@@ -225,7 +221,7 @@ async fn bad_tokens_are_401_invalid_token() {
         (
             "hs256 with public key",
             testkit::keys::hs256_token_with_rsa_public_key(
-                &s.idp,
+                &s.idp.jwks(),
                 "rsa-1",
                 &json!({"iss": s.idp.issuer(), "exp": now + 600}),
             ),
@@ -306,7 +302,7 @@ async fn caller_copies_of_claim_headers_are_replaced() {
 #[tokio::test]
 async fn a_second_authorization_header_never_reaches_upstream() {
     let s = stack().await;
-    let good = s.idp_token().await;
+    let good = idp_token(&s).await;
     let forged = testkit::keys::unsigned_token(&json!({"alg": "none"}), &json!({"sub": "admin"}));
     for (first, second) in [(&good, &forged), (&forged, &good)] {
         let a = s
@@ -363,7 +359,7 @@ async fn key_rotation_is_picked_up_without_restart() {
     s.idp.publish(&["rsa-2", "rsa-1", "ec-1", "ed-1"]);
     s.idp.rotate_to("rsa-2");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let token = s.idp_token().await;
+    let token = idp_token(&s).await;
     let a = s.bearer(&token).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(s.idp.counts().jwks, 2);
@@ -373,7 +369,7 @@ async fn key_rotation_is_picked_up_without_restart() {
 async fn idp_down_cached_credentials_pass_new_ones_get_503_then_recover() {
     let s = stack_with(json!({"timeout": 1000}), 1).await;
     assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
-    let token = s.idp_token().await;
+    let token = idp_token(&s).await;
     s.idp
         .add_client("late-client", "late-secret", &["read"], &["read"]);
     s.idp.down().await;
@@ -439,7 +435,7 @@ async fn idp_errors_and_garbage_are_503_never_401() {
 async fn envoy_started_with_the_idp_down_recovers_when_it_comes_up() {
     let idp = MockIdp::start().await;
     idp.down().await;
-    let s = common::start(idp, filter_config(json!({"timeout": 500})), 1).await;
+    let s = Stack::start(idp, filter_config(json!({"timeout": 500})), 1).await;
     assert_eq!(s.basic("demo-client", "demo-secret").await.status, 503);
     s.idp.up().await;
     let mut status = 0;
@@ -548,7 +544,7 @@ async fn query_credentials_are_read_and_stripped() {
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body["path"], "/api?x=1");
-    let token = s.idp_token().await;
+    let token = idp_token(&s).await;
     let a = s.get(&format!("/api?access_token={token}")).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["path"], "/api");
@@ -592,7 +588,7 @@ async fn an_invalid_configuration_is_refused_naming_the_key() {
 #[tokio::test]
 async fn logs_never_hold_a_secret_or_a_whole_token() {
     let s = stack_with(json!({"scopes_required": ["read"]}), 1).await;
-    let token = s.idp_token().await;
+    let token = idp_token(&s).await;
     s.basic("demo-client", "demo-secret").await;
     s.basic("demo-client", "wrong-secret-value").await;
     s.bearer(&token).await;
@@ -679,7 +675,7 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
 async fn a_caller_resetting_its_request_cannot_hold_key_rotation_off() {
     // One refetch per 2 s at most: an abandoned refetch must not use that allowance up.
     let s = stack_with(json!({"rediscovery_lifetime": 2}), 1).await;
-    let first = s.idp_token().await;
+    let first = idp_token(&s).await;
     assert_eq!(s.bearer(&first).await.status, 200);
     assert_eq!(s.idp.counts().jwks, 1);
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -688,7 +684,7 @@ async fn a_caller_resetting_its_request_cannot_hold_key_rotation_off() {
     s.idp.rotate_to("rsa-2");
     s.idp
         .set_fault(Endpoint::Jwks, Fault::Delay(Duration::from_millis(400)));
-    let rotated = s.idp_token().await;
+    let rotated = idp_token(&s).await;
     // A caller sends a token with the new kid and gives up long before the key set comes.
     let gave_up = s
         .http

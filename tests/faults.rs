@@ -16,15 +16,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::echo::Echo;
 use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
-
-mod common;
-use common::{Answer, Stack};
+use testkit::{Answer, Stack};
 
 /// Starts Envoy in front of an IdP that `prepare` has already set up (faults, key sets).
 async fn stack_with(extra: Value, prepare: impl FnOnce(&MockIdp)) -> Stack {
     let idp = MockIdp::start().await;
     prepare(&idp);
-    let config = common::merged(
+    let config = testkit::merged(
         json!({
             "timeout": 1000,
             "upstream_headers_claims": ["iss", "sub"],
@@ -32,31 +30,29 @@ async fn stack_with(extra: Value, prepare: impl FnOnce(&MockIdp)) -> Stack {
         }),
         extra,
     );
-    common::start(idp, config, 1).await
+    Stack::start(idp, config, 1).await
 }
 
-impl Stack {
-    /// Asks with `ask` every 250 ms until it answers `want` or `within` passes; the last status.
-    async fn poll<F, Fut>(&self, want: u16, within: Duration, ask: F) -> u16
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Answer>,
-    {
-        let deadline = Instant::now() + within;
-        loop {
-            let a = ask().await;
-            // On the way to recovery nothing but 503 (or the goal) is acceptable.
-            assert!(
-                a.status == want || a.status == 503,
-                "{}: {:?}",
-                a.status,
-                a.body
-            );
-            if a.status == want || Instant::now() >= deadline {
-                return a.status;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+/// Asks with `ask` every 250 ms until it answers `want` or `within` passes; the last status.
+async fn poll<F, Fut>(want: u16, within: Duration, ask: F) -> u16
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let a = ask().await;
+        // On the way to recovery nothing but 503 (or the goal) is acceptable.
+        assert!(
+            a.status == want || a.status == 503,
+            "{}: {:?}",
+            a.status,
+            a.body
+        );
+        if a.status == want || Instant::now() >= deadline {
+            return a.status;
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -84,9 +80,7 @@ async fn connection_reset_by_the_idp_is_503_then_recovers() {
     let token = s.idp.mint(MintSpec::default());
     assert_unavailable(&s.bearer(&token).await, "every endpoint reset");
     s.idp.clear_faults();
-    let last = s
-        .poll(200, Duration::from_secs(10), || s.bearer(&token))
-        .await;
+    let last = poll(200, Duration::from_secs(10), || s.bearer(&token)).await;
     assert_eq!(last, 200, "recovers once the IdP answers");
     assert_eq!(s.echo.requests(), 1);
 }
@@ -106,11 +100,10 @@ async fn ten_megabytes_from_the_token_endpoint_is_503_and_envoy_keeps_serving() 
     assert_eq!(s.anonymous().await.status, 401);
     assert_eq!(s.bearer(&token).await.status, 200);
     s.idp.clear_faults();
-    let last = s
-        .poll(200, Duration::from_secs(10), || {
-            s.basic("demo-client", "demo-secret")
-        })
-        .await;
+    let last = poll(200, Duration::from_secs(10), || {
+        s.basic("demo-client", "demo-secret")
+    })
+    .await;
     assert_eq!(last, 200, "recovers once the token endpoint answers sanely");
     assert_eq!(s.echo.requests(), 3);
 }
@@ -134,9 +127,7 @@ async fn a_key_set_without_a_usable_key_is_503_until_a_good_one_is_published() {
 
     s.idp.publish(&["rsa-1", "ec-1", "ed-1"]);
     // Failed fetches back off from 1 s, doubling: the next try comes within a few seconds.
-    let last = s
-        .poll(200, Duration::from_secs(15), || s.bearer(&token))
-        .await;
+    let last = poll(200, Duration::from_secs(15), || s.bearer(&token)).await;
     assert_eq!(last, 200, "recovers without a restart");
     assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
 }

@@ -4,6 +4,8 @@
 //! `{{ECHO_PORT}}`, `{{WASM_PATH}}` (inserted as is), and `{{FILTER_CONFIG}}`: the filter's JSON
 //! configuration serialized, then encoded again as a JSON string literal, which is also a valid
 //! YAML double-quoted scalar — so `value: {{FILTER_CONFIG}}` needs no quoting in the template.
+//! A caller may name more ([`TemplateVars::extra`], [`EnvoyOpts::extra_vars`]), filled in as
+//! they are.
 //!
 //! Environment: `ENVOY_BIN` (else `<repo>/.venv/lib/python3*/site-packages/envoy/_bin/envoy`),
 //! `OIDCGATE_WASM` (else `<repo>/target/wasm32-wasip1/release/oidcgate.wasm`),
@@ -74,6 +76,39 @@ pub struct TemplateVars {
     /// Only needed when the template contains `{{WASM_PATH}}`.
     pub wasm_path: PathBuf,
     pub filter_config: Value,
+    /// More placeholders: `(NAME, value)` fills `{{NAME}}` with `value` as it is.
+    pub extra: Vec<(String, String)>,
+}
+
+impl TemplateVars {
+    /// What `{{name}}` stands for, `None` for a name it does not know.
+    fn value(&self, name: &str) -> Option<String> {
+        Some(match name {
+            "ADMIN_PORT" => self.admin_port.to_string(),
+            "LISTEN_PORT" => self.listen_port.to_string(),
+            "IDP_PORT" => self.idp_port.to_string(),
+            "ECHO_PORT" => self.echo_port.to_string(),
+            "WASM_PATH" => {
+                assert!(
+                    !self.wasm_path.as_os_str().is_empty(),
+                    "template needs {{{{WASM_PATH}}}}"
+                );
+                self.wasm_path.to_string_lossy().into_owned()
+            }
+            "FILTER_CONFIG" => {
+                // Once as JSON, then that text as a JSON string: `{"a":1}` → `"{\"a\":1}"`.
+                let config = serde_json::to_string(&self.filter_config).expect("JSON");
+                serde_json::to_string(&config).expect("JSON string")
+            }
+            _ => {
+                return self
+                    .extra
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            }
+        })
+    }
 }
 
 /// Reads `template` and fills its placeholders (see the module docs).
@@ -85,40 +120,27 @@ pub fn render(template: &Path, vars: &TemplateVars) -> String {
 
 /// [`render`] for a template already in memory. Panics on a placeholder it does not know, so
 /// a typo in a template fails loudly instead of reaching Envoy.
+///
+/// One pass over the template: a value is never searched for placeholders, so what it holds
+/// (a `{{` in the filter's configuration, say) reaches Envoy as it is.
 pub fn render_str(template: &str, vars: &TemplateVars) -> String {
-    if template.contains("{{WASM_PATH}}") {
-        assert!(
-            !vars.wasm_path.as_os_str().is_empty(),
-            "template needs {{{{WASM_PATH}}}}"
-        );
+    let mut rendered = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        rendered.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let value = tail
+            .strip_prefix("{{")
+            .and_then(|t| t.split_once("}}"))
+            .and_then(|(name, after)| Some((vars.value(name)?, after)));
+        let Some((value, after)) = value else {
+            let shown: String = tail.chars().take(40).collect();
+            panic!("unknown placeholder in Envoy template: {shown}");
+        };
+        rendered.push_str(&value);
+        rest = after;
     }
-    // Once as JSON, then that text as a JSON string: `{"a":1}` → `"{\"a\":1}"`.
-    let config = serde_json::to_string(&vars.filter_config).expect("JSON");
-    let config = serde_json::to_string(&config).expect("JSON string");
-    let rendered = template
-        .replace("{{ADMIN_PORT}}", &vars.admin_port.to_string())
-        .replace("{{LISTEN_PORT}}", &vars.listen_port.to_string())
-        .replace("{{IDP_PORT}}", &vars.idp_port.to_string())
-        .replace("{{ECHO_PORT}}", &vars.echo_port.to_string())
-        .replace("{{WASM_PATH}}", &vars.wasm_path.to_string_lossy())
-        .replace("{{FILTER_CONFIG}}", &config);
-    // Only the template's own text can hold a leftover: the config is escaped, and `{{` in it
-    // would be inside a string anyway. Check the template, not the rendering.
-    let known = [
-        "{{ADMIN_PORT}}",
-        "{{LISTEN_PORT}}",
-        "{{IDP_PORT}}",
-        "{{ECHO_PORT}}",
-        "{{WASM_PATH}}",
-        "{{FILTER_CONFIG}}",
-    ];
-    let mut rest = known
-        .iter()
-        .fold(template.to_string(), |t, k| t.replace(k, ""));
-    if let Some(start) = rest.find("{{") {
-        rest.truncate((start + 40).min(rest.len()));
-        panic!("unknown placeholder in Envoy template: {}", &rest[start..]);
-    }
+    rendered.push_str(rest);
     rendered
 }
 
@@ -133,6 +155,23 @@ pub struct EnvoyOpts {
     pub echo_port: u16,
     /// Worker threads (`--concurrency`); each runs its own wasm VM.
     pub concurrency: u32,
+    /// The admin and listener ports; `None` picks free ones.
+    pub ports: Option<Ports>,
+    /// `--log-level`; `None`: `$OIDCGATE_ENVOY_LOG_LEVEL`, else `info`.
+    pub log_level: Option<String>,
+    /// More arguments for Envoy, e.g. `--component-log-level wasm:info`.
+    pub args: Vec<String>,
+    /// Runs Envoy on this CPU alone (`taskset -c`).
+    pub cpu: Option<usize>,
+    /// The template's placeholders beyond the standard ones ([`TemplateVars::extra`]).
+    pub extra_vars: Vec<(String, String)>,
+}
+
+/// Fixed ports for [`EnvoyOpts::ports`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub admin: u16,
+    pub listen: u16,
 }
 
 impl Default for EnvoyOpts {
@@ -143,6 +182,11 @@ impl Default for EnvoyOpts {
             idp_port: 0,
             echo_port: 0,
             concurrency: 1,
+            ports: None,
+            log_level: None,
+            args: Vec::new(),
+            cpu: None,
+            extra_vars: Vec::new(),
         }
     }
 }
@@ -169,7 +213,8 @@ impl Envoy {
     /// connections. Panics with the log's tail if Envoy exits or is not ready within 30 s.
     pub async fn start(opts: EnvoyOpts) -> Envoy {
         // Free ports are picked, released, then bound by Envoy: another process can take one
-        // in between. That shows as "Address already in use"; try again with new ports.
+        // in between. That shows as "Address already in use"; try again with new ports (fixed
+        // ones would only fail again).
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -177,7 +222,9 @@ impl Envoy {
             match envoy.wait_ready().await {
                 Startup::Ready => return envoy,
                 Startup::Exited(_)
-                    if attempt < 3 && envoy.log().contains("Address already in use") =>
+                    if attempt < 3
+                        && opts.ports.is_none()
+                        && envoy.log().contains("Address already in use") =>
                 {
                     continue
                 }
@@ -209,6 +256,13 @@ impl Envoy {
         }
     }
 
+    /// Starts Envoy and returns at once, without waiting for it to be ready: for a
+    /// configuration without a listener (a wasm service that logs what it did), whose caller
+    /// watches [`Envoy::log`] and [`Envoy::running`] instead.
+    pub fn launch(opts: EnvoyOpts) -> Envoy {
+        Envoy::spawn(&opts)
+    }
+
     fn spawn(opts: &EnvoyOpts) -> Envoy {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -220,7 +274,10 @@ impl Envoy {
 
         let template = std::fs::read_to_string(&opts.template)
             .unwrap_or_else(|e| panic!("Envoy template {}: {e}", opts.template.display()));
-        let [admin_port, listen_port] = free_ports();
+        let [admin_port, listen_port] = match opts.ports {
+            Some(ports) => [ports.admin, ports.listen],
+            None => free_ports(),
+        };
         let vars = TemplateVars {
             admin_port,
             listen_port,
@@ -233,6 +290,7 @@ impl Envoy {
                 PathBuf::new()
             },
             filter_config: opts.filter_config.clone(),
+            extra: opts.extra_vars.clone(),
         };
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, render_str(&template, &vars)).expect("write Envoy config");
@@ -240,8 +298,21 @@ impl Envoy {
         // Envoy logs to stderr; sending it straight to a file (rather than `--log-path`, which
         // Envoy flushes on a timer) makes `log()` see every line as soon as it is written.
         let log = File::create(dir.join("envoy.log")).expect("create Envoy log");
-        let log_level = std::env::var("OIDCGATE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-        let child = Command::new(envoy_bin())
+        let log_level = opts
+            .log_level
+            .clone()
+            .or_else(|| std::env::var("OIDCGATE_ENVOY_LOG_LEVEL").ok())
+            .unwrap_or_else(|| "info".into());
+        let mut command = match opts.cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                // taskset execs Envoy, so the child's pid is Envoy's.
+                taskset.args(["-c", &cpu.to_string()]).arg(envoy_bin());
+                taskset
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let child = command
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", &opts.concurrency.to_string()])
@@ -249,6 +320,7 @@ impl Envoy {
             // Envoys that parallel tests run, and nothing left in /dev/shm after a SIGKILL.
             .arg("--disable-hot-restart")
             .args(["--log-level", &log_level])
+            .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -307,6 +379,13 @@ impl Envoy {
     /// `http://127.0.0.1:<admin_port><path>`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Whether Envoy is still running (not killed, not exited).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// The Envoy process id, while it runs: for reading its memory from `/proc/<pid>/status`.

@@ -314,8 +314,7 @@ impl MockIdp {
 
     /// A token as this IdP would issue it, but with the key, algorithm and claims of `spec`.
     pub fn mint(&self, spec: MintSpec<'_>) -> String {
-        let mut claims =
-            keys::okta_claims(&self.shared.issuer, "demo-client", &["read".into()], 3600);
+        let mut claims = okta_claims(&self.shared.issuer, "demo-client", &["read".into()], 3600);
         let defaults = claims.as_object_mut().expect("claims object");
         match spec.claims {
             Value::Null => {}
@@ -540,7 +539,7 @@ impl Shared {
         let alg = keys::default_alg(&kid);
         let access_token = keys::mint_raw(
             &json!({"alg": alg, "kid": kid}),
-            &keys::okta_claims(&self.issuer, &client_id, &scopes, ttl),
+            &okta_claims(&self.issuer, &client_id, &scopes, ttl),
             Sig::Key { kid: &kid, alg },
         );
         let body = json!({
@@ -556,6 +555,42 @@ impl Shared {
         )
             .into_response())
     }
+}
+
+/// The claims of an access token as this IdP issues them, an Okta custom authorization
+/// server's: `ver`, `jti`, `iss`, `aud` ([`AUDIENCE`]), `iat`, `exp` (`iat + ttl`), `cid` and
+/// `sub` (the client), `scp`.
+pub fn access_token_claims<S: AsRef<str>>(
+    issuer: &str,
+    client_id: &str,
+    scopes: &[S],
+    iat: u64,
+    ttl: u64,
+    jti: &str,
+) -> Value {
+    let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
+    json!({
+        "ver": 1,
+        "jti": jti,
+        "iss": issuer,
+        "aud": AUDIENCE,
+        "iat": iat,
+        "exp": iat + ttl,
+        "cid": client_id,
+        "sub": client_id,
+        "scp": scopes,
+    })
+}
+
+/// [`access_token_claims`] issued now, with a new `jti`.
+fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Value {
+    access_token_claims(issuer, client_id, scopes, keys::now(), ttl, &new_jti())
+}
+
+/// `AT.<random>`, the shape of Okta's access-token ids.
+fn new_jti() -> String {
+    let random: u128 = jwt_simple::reexports::rand::random();
+    format!("AT.{}", keys::b64url(random.to_be_bytes()))
 }
 
 /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1: the id

@@ -25,8 +25,6 @@ use superboring::hash::MessageDigest;
 use superboring::pkey::PKey;
 use superboring::rsa::Padding;
 
-use crate::idp::MockIdp;
-
 /// Every fixture key id.
 pub const KIDS: [&str; 4] = ["rsa-1", "rsa-2", "ec-1", "ed-1"];
 
@@ -233,15 +231,14 @@ pub fn unsigned_token(header: &Value, claims: &Value) -> String {
     mint_raw(header, claims, Sig::Empty)
 }
 
-/// The classic algorithm-confusion attack: `alg: HS256`, `kid` of an RSA key the IdP publishes,
-/// HMAC keyed with that public key's PEM (what a verifier that trusts the header's `alg` and
-/// uses "the key bytes" as an HMAC secret would accept).
+/// The classic algorithm-confusion attack: `alg: HS256`, `kid` of an RSA key in `jwks`, HMAC
+/// keyed with that public key's PEM (what a verifier that trusts the header's `alg` and uses
+/// "the key bytes" as an HMAC secret would accept).
 ///
-/// The PEM is rebuilt from the JWK the IdP currently publishes, so the token is "signed" with
-/// exactly what an attacker could download.
-pub fn hs256_token_with_rsa_public_key(idp: &MockIdp, kid: &str, claims: &Value) -> String {
-    let jwks = idp.jwks();
-    let jwk = find_jwk(&jwks, kid).unwrap_or_else(|| panic!("{kid} is not published"));
+/// The PEM is rebuilt from the JWK in `jwks`, the document the IdP publishes, so the token is
+/// "signed" with exactly what an attacker could download.
+pub fn hs256_token_with_rsa_public_key(jwks: &Value, kid: &str, claims: &Value) -> String {
+    let jwk = find_jwk(jwks, kid).unwrap_or_else(|| panic!("{kid} is not published"));
     assert_eq!(jwk["kty"], "RSA", "{kid} is not an RSA key");
     let pem = RS256PublicKey::from_components(&b64_field(jwk, "n"), &b64_field(jwk, "e"))
         .expect("RSA JWK")
@@ -350,26 +347,4 @@ pub fn verify(token: &str, jwks: &Value) -> Result<Value, String> {
     }
     .map_err(|e| e.to_string())?;
     serde_json::to_value(claims).map_err(|e| e.to_string())
-}
-
-/// Okta-shaped access-token claims for a client-credentials token.
-pub(crate) fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Value {
-    let iat = now();
-    json!({
-        "ver": 1,
-        "jti": new_jti(),
-        "iss": issuer,
-        "aud": "api://default",
-        "iat": iat,
-        "exp": iat + ttl,
-        "cid": client_id,
-        "sub": client_id,
-        "scp": scopes,
-    })
-}
-
-/// `AT.<random>`, the shape of Okta's access-token ids.
-fn new_jti() -> String {
-    let random: u128 = jwt_simple::reexports::rand::random();
-    format!("AT.{}", b64url(random.to_be_bytes()))
 }

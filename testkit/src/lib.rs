@@ -4,7 +4,10 @@
 //! - [`echo`]: an upstream that answers with what it received.
 //! - [`envoy`]: runs a real Envoy with the built filter from a YAML template.
 //! - [`keys`]: the fixture keys, JWKs, and hand-built tokens.
-//! - [`load`]: what the long runs (`soak`, `memory`) share: the stack, memory sampling, reports.
+//! - [`Stack`]: the three together with one HTTP client, as every real-Envoy run drives them.
+//! - [`load`]: what the long runs (`soak`, `memory`, `bench`) share: memory and counter
+//!   sampling, settings, reports.
+//! - [`tokens`]: tokens in bulk for the benchmark.
 //!
 //! Everything listens on 127.0.0.1 only, on free ports unless asked otherwise.
 
@@ -19,6 +22,10 @@ pub mod idp;
 pub mod keys;
 pub mod load;
 mod server;
+mod stack;
+pub mod tokens;
+
+pub use stack::{merged, Answer, Stack};
 
 #[doc(hidden)]
 pub mod cli;
@@ -34,9 +41,14 @@ pub fn repo_root() -> PathBuf {
 /// A reqwest client for loopback tests: never uses a proxy from the environment (a proxy would
 /// turn "connection refused" into a proxy's 502) and gives up after 30 s instead of hanging.
 pub fn http_client() -> reqwest::Client {
+    http_client_with_timeout(Duration::from_secs(30))
+}
+
+/// [`http_client`] giving up after `timeout`.
+pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .build()
         .expect("reqwest client")
 }

@@ -1,5 +1,5 @@
-//! Shared by the long runs `soak` and `memory` (`scripts/soak`, `scripts/memory`; not part of
-//! CI): the stack they drive, Envoy memory and counter sampling, settings read from the
+//! Shared by the long runs `soak`, `memory` and `bench` (`scripts/soak`, `scripts/memory`,
+//! `scripts/bench`; not part of CI): Envoy memory and counter sampling, settings read from the
 //! environment, and the facts every report starts with (date, machine, commit).
 //!
 //! Unlike the rest of the kit, which serves tests that may panic, everything here returns
@@ -8,74 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::echo::Echo;
-use crate::envoy::{self, Envoy, EnvoyOpts};
-use crate::idp::MockIdp;
+use crate::envoy::{self, Envoy};
 use crate::repo_root;
 
-/// The mock IdP, the echo upstream and Envoy in front of it, as the end-to-end tests build
-/// them, plus a client for the admin endpoint.
-pub struct Stack {
-    pub idp: MockIdp,
-    pub echo: Echo,
-    pub envoy: Envoy,
-    /// For the admin endpoint and the IdP: short timeouts, never a proxy.
-    pub admin: reqwest::Client,
-}
-
-impl Stack {
-    /// Starts an echo upstream and Envoy (`template`, default `envoy/e2e.yaml`) in front of
-    /// `idp`, which the caller has set up already (keys, clients, token lifetime): Envoy's
-    /// first requests then see the IdP as it will be.
-    ///
-    /// `filter_config` is merged over `{"issuer": <idp>, "idp_cluster": "idp"}`.
-    pub async fn start(
-        idp: MockIdp,
-        filter_config: Value,
-        concurrency: u32,
-        template: Option<PathBuf>,
-    ) -> Stack {
-        let echo = Echo::start().await;
-        let mut config = json!({ "issuer": idp.issuer(), "idp_cluster": "idp" });
-        if let (Some(base), Value::Object(extra)) = (config.as_object_mut(), filter_config) {
-            base.extend(extra);
-        }
-        let mut opts = EnvoyOpts {
-            filter_config: config,
-            idp_port: idp.port(),
-            echo_port: echo.port,
-            concurrency,
-            ..EnvoyOpts::default()
-        };
-        if let Some(template) = template {
-            opts.template = template;
-        }
-        let envoy = Envoy::start(opts).await;
-        Stack {
-            idp,
-            echo,
-            envoy,
-            admin: client(Duration::from_secs(10)),
-        }
-    }
-}
-
-/// A loopback client that never uses a proxy from the environment and gives up after
-/// `timeout`, with one idle connection kept per caller task at most.
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .build()
-        .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
-}
-
 /// Resolves on SIGINT or SIGTERM. A run selects on it so that Ctrl-C or `kill` still drops
-/// its [`Stack`], which stops Envoy, instead of leaving Envoy running behind it.
+/// its [`crate::Stack`], which stops Envoy, instead of leaving Envoy running behind it.
 pub async fn interrupted() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -94,8 +35,8 @@ pub async fn interrupted() {
 
 /// A long run's `main`: drives `run` until it ends or the process is interrupted, and gives
 /// the exit code: 0 if it passed, 1 if it failed, 2 if it could not run. Returned rather than
-/// exited with, so that the runtime shuts down and drops every task's share of the [`Stack`],
-/// which stops Envoy.
+/// exited with, so that the runtime shuts down and drops every task's share of the
+/// [`crate::Stack`], which stops Envoy.
 pub async fn run_main<E: std::fmt::Display>(
     name: &str,
     run: impl std::future::Future<Output = Result<bool, E>>,
@@ -289,6 +230,21 @@ impl Provenance {
             wasm_bytes,
         }
     }
+
+    /// `<n> CPUs, <model>; load average <before> before, <load_after> after`.
+    pub fn machine(&self, load_after: &str) -> String {
+        format!(
+            "{} CPUs, {}; load average {} before, {load_after} after",
+            self.cpus, self.cpu_model, self.load_before
+        )
+    }
+
+    /// The 1-minute load average before the run, as `/proc/loadavg` wrote it, when it was
+    /// above 0.5: other processes then shared the cores, and a report should say so.
+    pub fn busy(&self) -> Option<&str> {
+        let load = self.load_before.split_whitespace().next()?;
+        load.parse::<f64>().is_ok_and(|l| l > 0.5).then_some(load)
+    }
 }
 
 /// The three load averages of `/proc/loadavg`.
@@ -361,6 +317,10 @@ pub fn mib_or_dash(bytes: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
     use super::*;
 
     #[test]

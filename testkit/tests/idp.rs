@@ -378,7 +378,7 @@ async fn hand_built_tokens() {
     assert!(none.ends_with('.'));
     assert_eq!(keys::decode_header(&none), json!({"alg": "none"}));
 
-    let hs = keys::hs256_token_with_rsa_public_key(&idp, "rsa-1", &claims);
+    let hs = keys::hs256_token_with_rsa_public_key(&idp.jwks(), "rsa-1", &claims);
     assert_eq!(keys::decode_header(&hs)["alg"], "HS256");
     // The HMAC really is keyed with the public key's PEM, as an attacker would compute it.
     let pem = keys::public_key_pem("rsa-1");

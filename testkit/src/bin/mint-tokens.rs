@@ -1,17 +1,11 @@
 //! `mint-tokens --issuer <iss> --count N --out FILE [--ttl SECONDS] [--client-id ID]`: writes N
-//! distinct Okta-shaped access tokens, one a line, for benchmarks (`scripts/bench`'s cold path).
+//! distinct Okta-shaped access tokens, one a line: the benchmark's cold-path pool
+//! ([`testkit::tokens::pool`], which `bench` calls itself), for wrk runs by hand.
 //!
-//! Each token has the mock IdP's header (`{"alg":"RS256","kid":"rsa-1"}`, fixture key `rsa-1`)
-//! and claims (`ver`, a unique `jti`, `iss`, `aud: api://default`, `iat`, `exp`, `cid`, `sub`,
-//! `scp: ["read"]`), so a verifier configured for the mock IdP with that issuer accepts them.
-//! `--ttl` (default 30 days) makes them outlive any benchmark. Signs on every available core.
+//! `--ttl` (default 30 days) makes them outlive any benchmark.
 
 use std::io::Write as _;
 use std::process::exit;
-
-use serde_json::json;
-use testkit::idp::AUDIENCE;
-use testkit::keys::{self, Sig};
 
 const USAGE: &str = "usage: mint-tokens --issuer URL --count N --out FILE \
                      [--ttl SECONDS (default 2592000)] [--client-id ID (default demo-client)]";
@@ -75,58 +69,11 @@ fn parse_args() -> Args {
     }
 }
 
-/// Token `index` of the pool: its `jti` carries the index, so every token differs.
-fn mint(args: &Args, iat: u64, index: usize) -> String {
-    let random: u64 = jwt_simple::reexports::rand::random();
-    let claims = json!({
-        "ver": 1,
-        "jti": format!("AT.bench-{index}-{random:016x}"),
-        "iss": args.issuer,
-        "aud": AUDIENCE,
-        "iat": iat,
-        "exp": iat + args.ttl,
-        "cid": args.client_id,
-        "sub": args.client_id,
-        "scp": ["read"],
-    });
-    keys::mint_raw(
-        &json!({"alg": "RS256", "kid": "rsa-1"}),
-        &claims,
-        Sig::Key {
-            kid: "rsa-1",
-            alg: "RS256",
-        },
-    )
-}
-
 fn main() {
     let args = parse_args();
-    let iat = keys::now();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(args.count);
-    // Thread t mints the indices t, t + threads, t + 2 * threads, ...
-    let mut parts: Vec<Vec<String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let args = &args;
-                scope.spawn(move || {
-                    (t..args.count)
-                        .step_by(threads)
-                        .map(|i| mint(args, iat, i))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a minting thread panicked"))
-            .collect()
-    });
+    let tokens = testkit::tokens::pool(&args.issuer, &args.client_id, args.count, args.ttl);
     let mut text = String::new();
-    for i in 0..args.count {
-        let token = std::mem::take(&mut parts[i % threads][i / threads]);
+    for token in tokens {
         text.push_str(&token);
         text.push('\n');
     }

@@ -1,0 +1,134 @@
+//! The stack every real-Envoy run drives: the mock IdP, the echo upstream, Envoy with the built
+//! filter in front of them, and one HTTP client for all three (and the admin endpoint).
+
+use serde_json::{json, Value};
+
+use crate::echo::Echo;
+use crate::envoy::{Envoy, EnvoyOpts};
+use crate::idp::MockIdp;
+
+/// The mock IdP, the echo upstream and Envoy in front of them, with the one client the caller
+/// sends its requests through.
+pub struct Stack {
+    pub idp: MockIdp,
+    pub echo: Echo,
+    pub envoy: Envoy,
+    /// [`crate::http_client`]: never a proxy, a 30 s timeout. Reuse it (it pools
+    /// connections); set a shorter timeout per request where one matters.
+    pub http: reqwest::Client,
+}
+
+/// An answer from Envoy, its body parsed as JSON when it is JSON (the echo upstream's account
+/// of what it received, or a denial), else kept as a JSON string.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header the upstream received (the echo lower-cases names).
+    pub fn upstream(&self, name: &str) -> Option<&str> {
+        self.body["headers"][name.to_ascii_lowercase()].as_str()
+    }
+
+    /// The `WWW-Authenticate` header, `""` when absent.
+    pub fn www_authenticate(&self) -> &str {
+        self.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Stack {
+    /// Envoy (`envoy/e2e.yaml`, `concurrency` workers) in front of `idp`, which the caller has
+    /// set up already (keys, clients, token lifetime): Envoy's first requests then see the IdP
+    /// as it will be. `filter_config` is merged over `{"issuer": <idp>, "idp_cluster": "idp"}`.
+    pub async fn start(idp: MockIdp, filter_config: Value, concurrency: u32) -> Stack {
+        let opts = EnvoyOpts {
+            filter_config,
+            concurrency,
+            ..EnvoyOpts::default()
+        };
+        Stack::start_with(idp, opts).await
+    }
+
+    /// [`Stack::start`] with any Envoy options (another template, fixed ports, a CPU).
+    /// `opts.idp_port` and `opts.echo_port` are filled in; `opts.filter_config` is merged over
+    /// `{"issuer": <idp>, "idp_cluster": "idp"}`.
+    pub async fn start_with(idp: MockIdp, opts: EnvoyOpts) -> Stack {
+        let echo = Echo::start().await;
+        let envoy = Envoy::start(envoy_opts(&idp, &echo, opts)).await;
+        Stack {
+            idp,
+            echo,
+            envoy,
+            http: crate::http_client(),
+        }
+    }
+
+    /// Stops Envoy, then starts another with `opts` in front of the same IdP and upstream
+    /// (`opts` completed as by [`Stack::start_with`]). The old one stops first, so the new one
+    /// can bind the same fixed ports.
+    pub async fn restart_envoy(&mut self, opts: EnvoyOpts) {
+        self.envoy.kill();
+        self.envoy = Envoy::start(envoy_opts(&self.idp, &self.echo, opts)).await;
+    }
+
+    /// Sends `request` (built from [`Stack::http`]) and reads the whole answer. Panics if Envoy
+    /// does not answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("Envoy answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET <path>` through Envoy, without a credential.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(self.envoy.url(path))).await
+    }
+
+    /// `GET /api` without a credential.
+    pub async fn anonymous(&self) -> Answer {
+        self.get("/api").await
+    }
+
+    /// `GET /api` with `Authorization: Basic` client credentials.
+    pub async fn basic(&self, id: &str, secret: &str) -> Answer {
+        let request = self.http.get(self.envoy.url("/api"));
+        self.send(request.basic_auth(id, Some(secret))).await
+    }
+
+    /// `GET /api` with `Authorization: Bearer <token>`.
+    pub async fn bearer(&self, token: &str) -> Answer {
+        let request = self.http.get(self.envoy.url("/api"));
+        self.send(request.bearer_auth(token)).await
+    }
+}
+
+/// `opts` pointed at this IdP and upstream, its filter configuration naming the IdP.
+fn envoy_opts(idp: &MockIdp, echo: &Echo, opts: EnvoyOpts) -> EnvoyOpts {
+    let base = json!({ "issuer": idp.issuer(), "idp_cluster": "idp" });
+    EnvoyOpts {
+        filter_config: merged(base, opts.filter_config),
+        idp_port: idp.port(),
+        echo_port: echo.port,
+        ..opts
+    }
+}
+
+/// `extra`'s keys merged over `base`, when both are JSON objects; else `base` unchanged.
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(more)) = (base.as_object_mut(), extra) {
+        b.extend(more);
+    }
+    base
+}
