@@ -76,6 +76,11 @@ fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
     }
 }
 
+/// The largest body searched for a credential when the headers carry none (Envoy, with
+/// `allow_on_headers_stop_iteration`): a larger one is refused as carrying none. Bodies are
+/// stripped of credential fields whatever their size, within the host's buffer limit.
+pub const MAX_SEARCHED_BODY: usize = 64 * 1024;
+
 /// Whether the body must be buffered before deciding: only when the operator allowed body
 /// credentials and the body is of a kind that can hold them.
 pub fn needs_body(config: &Config, view: &RequestView) -> bool {

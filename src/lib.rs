@@ -4,6 +4,7 @@
 //! the native target; `filter` is the thin adapter that moves bytes between the host and
 //! [`lifecycle::Lifecycle`].
 
+pub mod body_wait;
 pub mod cache;
 pub mod claims;
 pub mod client_tokens;

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use log::{info, warn};
 
+use crate::body_wait::{BodyWait, Expired};
 use crate::cache::log_tag;
 use crate::credentials::Credential;
 use crate::fetch::{Applied, Fetch, Resource, Step};
@@ -59,6 +60,7 @@ pub struct Lifecycle {
     decided: VecDeque<(u32, Verdict)>,
     tally: Tally,
     denial_log: LogBudget,
+    bodies: BodyWait,
 }
 
 impl Lifecycle {
@@ -72,6 +74,7 @@ impl Lifecycle {
             decided: VecDeque::new(),
             tally: Tally::default(),
             denial_log: LogBudget::default(),
+            bodies: BodyWait::new(),
         }
     }
 
@@ -81,6 +84,26 @@ impl Lifecycle {
 
     pub fn tally(&mut self) -> &mut Tally {
         &mut self.tally
+    }
+
+    /// `context` has no credential in its headers and may have one in its body: hold its
+    /// headers until the body arrives ([`Lifecycle::on_body`]) or `timeout` passes. False
+    /// when this host is known not to deliver held requests' bodies: refuse it now.
+    pub fn await_body(&mut self, context: u32, now_ms: u64) -> bool {
+        let deadline = now_ms.saturating_add(self.gate.config().idp.timeout_ms);
+        self.bodies.start(context, deadline)
+    }
+
+    /// Body bytes reached `context` while its headers were held.
+    pub fn on_body(&mut self, context: u32) {
+        self.bodies.arrived(context);
+    }
+
+    /// Whether `context` has no verdict yet: it waits for the IdP or for its body. Its body
+    /// must be held back meanwhile (a body callback that continues would send the headers
+    /// on, undecided).
+    pub fn is_undecided(&self, context: u32) -> bool {
+        self.parked.contains_key(&context) || self.bodies.is_waiting(context)
     }
 
     /// How many requests wait for the IdP.
@@ -260,6 +283,19 @@ impl Lifecycle {
     /// The timer: background fetches, deadlines, and requests another worker unblocked.
     pub fn on_tick(&mut self, store: &mut dyn SharedStore, now_ms: u64) {
         log_suppressed(self.denial_log.roll(now_ms).unwrap_or(0));
+        for (context, how) in self.bodies.expire(now_ms) {
+            match how {
+                Expired::Withheld => warn!(
+                    "no request body reached the filter while the request was held: set \
+                     allow_on_headers_stop_iteration: true in the Wasm PluginConfig (Envoy >= \
+                     1.35) to take client credentials from bodies; until then they are refused"
+                ),
+                Expired::Slow => {}
+            }
+            let verdict = Verdict::Deny(Denial::Missing);
+            self.count(context, None, &verdict, now_ms);
+            self.decided.push_back((context, verdict));
+        }
         for fetch in self.gate.background(store, now_ms) {
             self.queue(fetch);
         }
@@ -270,6 +306,7 @@ impl Lifecycle {
     /// cancelled the callouts it sent: their fetches are released for the next request.
     pub fn on_gone(&mut self, store: &mut dyn SharedStore, context: u32, now_ms: u64) {
         self.parked.remove(&context);
+        self.bodies.forget(context);
         let orphaned: Vec<u32> = self
             .in_flight
             .iter()

@@ -18,11 +18,10 @@ use testkit::echo::Echo;
 use testkit::envoy::{Envoy, EnvoyOpts};
 use testkit::idp::{MintSpec, MockIdp};
 
-mod common;
-use common::{Answer, Stack};
+use testkit::{Answer, Stack};
 
 async fn stack(config: Value) -> Stack {
-    common::start(MockIdp::start().await, config, 1).await
+    Stack::start(MockIdp::start().await, config, 1).await
 }
 
 fn token(s: &Stack, claims: Value) -> String {

@@ -1,5 +1,13 @@
 //! One request: read the credential, strip it, hand it to the core, and apply the verdict —
 //! or wait, parked, until an answer or the timer decides it.
+//!
+//! Envoy's `allow_on_headers_stop_iteration` (Wasm `PluginConfig`, Envoy ≥ 1.35) changes what
+//! pausing on headers means. Without it, the body is held back from this filter until the
+//! request is resumed, and resuming sends the headers on: the verdict is reached on headers
+//! and query, and a credential only in the body is refused. With it, the body reaches the
+//! filter while the headers wait, and a body callback that continues sends the headers on
+//! too; so an undecided request holds its body back, and a request whose credential can only
+//! be in its body waits for it ([`crate::body_wait`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,7 +19,7 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
 use super::worker::{allow, deliver, pump, Shared};
-use crate::credentials::{self, RequestView};
+use crate::credentials::{self, RequestView, MAX_SEARCHED_BODY};
 use crate::outcome::{Denial, Verdict};
 
 /// Whether this VM said why a body it cannot read before forwarding was not searched.
@@ -21,13 +29,22 @@ pub struct Request {
     context_id: u32,
     worker: Option<Shared>,
     /// Where `Drop` reports this context gone, without borrowing the worker. Set only once
-    /// the request is parked: a request decided at once leaves nothing behind to clean up.
+    /// the request waits: a request decided at once leaves nothing behind to clean up.
     gone: Option<Rc<RefCell<Vec<u32>>>>,
     /// The body may hold credential fields: buffer it and strip them before it goes on.
-    /// Holds the content type, read at headers time (Envoy forbids header access later).
+    /// Holds the content type, read at headers time.
     strip_body: Option<String>,
+    /// The headers are held until the body shows a credential.
+    searching_body: bool,
     /// How much of the body is buffered so far.
     body_size: usize,
+}
+
+/// How a request decided in a body or trailers callback goes on.
+enum Decided {
+    Allowed,
+    Denied,
+    Waiting,
 }
 
 impl Request {
@@ -37,16 +54,14 @@ impl Request {
             worker,
             gone: None,
             strip_body: None,
+            searching_body: false,
             body_size: 0,
         }
     }
 
     /// The whole body is buffered: removes the credential fields from it.
-    fn strip_buffered_body(&mut self) {
+    fn strip_buffered_body(&mut self, worker: &Shared) {
         let content_type = self.strip_body.take();
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
         let body = host::request_body(self.body_size);
         let view = RequestView {
             content_type: content_type.as_deref(),
@@ -60,12 +75,9 @@ impl Request {
         }
     }
 
-    /// Extracts the credential from the headers and query, then decides.
+    /// Extracts the credential from the headers and query, then decides, or waits for the
+    /// body when only it can hold the credential.
     ///
-    /// In proxy-wasm ABI 0.2.1 hosts (Envoy), pausing at headers also withholds the body
-    /// from this filter until the request is resumed, and resuming sends the headers
-    /// upstream. So the verdict is reached on headers; body credential fields are removed
-    /// afterwards, and a credential found only in a body cannot be used (fails closed).
     /// Nothing reaches the upstream but through [`allow`], which strips every caller copy
     /// of the credential and of the headers the filter writes.
     fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
@@ -102,42 +114,33 @@ impl Request {
             host::set_request_header(":path", p);
         }
         if self.strip_body.is_some() {
-            // The body will shrink; Envoy re-frames it (chunked) without a stale length.
+            // The body will shrink. Where the headers are held until the body is read, the
+            // new length is set then; otherwise Envoy re-frames it (chunked).
             host::remove_request_header("content-length");
         }
 
         let verdict = match extracted.credential {
-            Ok(credential) => {
-                let now = host::now_ms();
-                let decided = {
+            Ok(credential) => match self.decide(worker, &credential) {
+                Some(verdict) => verdict,
+                None => return Action::Pause,
+            },
+            Err(Denial::Missing) if self.strip_body.is_some() => {
+                let waits = {
                     let mut w = worker.borrow_mut();
-                    w.bury();
-                    w.life
-                        .on_request(&mut HostStore, self.context_id, &credential, now)
+                    let now = w.now_ms();
+                    w.life.await_body(self.context_id, now)
                 };
-                match decided {
-                    Some(verdict) => verdict,
-                    None => {
-                        // Parked in the core: it must hear if this context goes away.
-                        self.gone = Some(worker.borrow().graveyard());
-                        match pump(worker, self.context_id) {
-                            Some(verdict) => verdict,
-                            None => return Action::Pause,
-                        }
-                    }
+                if waits {
+                    self.searching_body = true;
+                    self.gone = Some(worker.borrow().graveyard());
+                    return Action::Pause;
                 }
-            }
-            Err(denial) => {
-                if self.strip_body.is_some()
-                    && denial == Denial::Missing
-                    && !BODY_WARNED.swap(true, Ordering::Relaxed)
-                {
-                    info!("a request body may carry client credentials, but this host cannot read a body before forwarding headers: send them in Authorization: Basic (logged once)");
+                if !BODY_WARNED.swap(true, Ordering::Relaxed) {
+                    info!("a request body may carry client credentials, but this host does not deliver a held request's body: set allow_on_headers_stop_iteration: true in the Wasm PluginConfig, or send them in Authorization: Basic (logged once)");
                 }
-                let mut w = worker.borrow_mut();
-                let now = w.now_ms();
-                w.life.on_refused(self.context_id, denial, now)
+                self.refuse(worker, Denial::Missing)
             }
+            Err(denial) => self.refuse(worker, denial),
         };
         match verdict {
             Verdict::Allow(headers) => {
@@ -151,6 +154,83 @@ impl Request {
                 Action::Pause
             }
         }
+    }
+
+    /// Hands `credential` to the core: its verdict, or `None` when the request is parked.
+    fn decide(&mut self, worker: &Shared, credential: &credentials::Credential) -> Option<Verdict> {
+        let now = host::now_ms();
+        let decided = {
+            let mut w = worker.borrow_mut();
+            w.bury();
+            w.life
+                .on_request(&mut HostStore, self.context_id, credential, now)
+        };
+        if decided.is_some() {
+            return decided;
+        }
+        // Parked in the core: it must hear if this context goes away.
+        self.gone = Some(worker.borrow().graveyard());
+        pump(worker, self.context_id)
+    }
+
+    fn refuse(&self, worker: &Shared, denial: Denial) -> Verdict {
+        let mut w = worker.borrow_mut();
+        let now = w.now_ms();
+        w.life.on_refused(self.context_id, denial, now)
+    }
+
+    /// The body the headers were held for is complete: takes the credential from it, strips
+    /// it, gives the body its new length, and decides.
+    fn decide_on_body(&mut self, worker: &Shared) -> Decided {
+        self.searching_body = false;
+        let content_type = self.strip_body.take();
+        let body = host::request_body(self.body_size);
+        let view = RequestView {
+            content_type: content_type.as_deref(),
+            ..RequestView::default()
+        };
+        let extracted =
+            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref());
+        if let Some(new_body) = &extracted.new_body {
+            host::replace_request_body(self.body_size, new_body);
+            host::set_request_header("content-length", &new_body.len().to_string());
+        }
+        let verdict = match extracted.credential {
+            Ok(credential) => match self.decide(worker, &credential) {
+                Some(verdict) => verdict,
+                None => return Decided::Waiting,
+            },
+            Err(denial) => self.refuse(worker, denial),
+        };
+        self.apply_here(worker, &verdict)
+    }
+
+    fn apply_here(&self, worker: &Shared, verdict: &Verdict) -> Decided {
+        match verdict {
+            Verdict::Allow(headers) => {
+                let strip = worker.borrow().life.gate().strip_headers();
+                allow(headers, &strip, false);
+                Decided::Allowed
+            }
+            Verdict::Deny(denial) => {
+                let realm = worker.borrow().life.gate().config().accept.realm.clone();
+                host::deny(denial, &realm);
+                Decided::Denied
+            }
+        }
+    }
+
+    /// A body too large to search: refused as carrying no credential.
+    fn refuse_large_body(&mut self, worker: &Shared) {
+        self.searching_body = false;
+        self.strip_body = None;
+        worker.borrow_mut().life.on_body(self.context_id);
+        info!(
+            "a request body over {MAX_SEARCHED_BODY} bytes is not searched for credentials (ctx={})",
+            self.context_id
+        );
+        let verdict = self.refuse(worker, Denial::Missing);
+        self.apply_here(worker, &verdict);
     }
 }
 
@@ -179,25 +259,58 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.strip_body.is_none() {
+        let Some(worker) = self.worker.clone() else {
             return Action::Continue;
-        }
+        };
         self.body_size = body_size;
-        if !end_of_stream {
+        if self.searching_body {
+            worker.borrow_mut().life.on_body(self.context_id);
+            if body_size > MAX_SEARCHED_BODY {
+                self.refuse_large_body(&worker);
+                return Action::Pause;
+            }
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return match self.decide_on_body(&worker) {
+                Decided::Allowed => Action::Continue,
+                Decided::Denied | Decided::Waiting => Action::Pause,
+            };
+        }
+        if self.strip_body.is_some() && end_of_stream {
+            self.strip_buffered_body(&worker);
+        }
+        // Continuing would send the held headers on before the verdict.
+        let undecided = worker.borrow().life.is_undecided(self.context_id);
+        if undecided || (self.strip_body.is_some() && !end_of_stream) {
             // Buffer until the whole body is here (the end of the stream, or trailers).
             return Action::Pause;
         }
-        self.strip_buffered_body();
         Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // HTTP/2 and chunked HTTP/1 can end a body with trailers: the last body callback was
-        // not the end of the stream, so the buffered body is stripped here. Envoy 1.40 drops
+        // not the end of the stream, so the buffered body is handled here. Envoy 1.40 drops
         // a buffered body when the trailers callback just continues (the router sees the
         // trailers only); pausing and resuming sends the body, then the trailers.
-        if self.strip_body.is_some() {
-            self.strip_buffered_body();
+        let Some(worker) = self.worker.clone() else {
+            return Action::Continue;
+        };
+        if self.searching_body {
+            if let Decided::Allowed = self.decide_on_body(&worker) {
+                host::resume();
+            }
+            return Action::Pause;
+        }
+        let buffered = self.strip_body.is_some();
+        if buffered {
+            self.strip_buffered_body(&worker);
+        }
+        if worker.borrow().life.is_undecided(self.context_id) {
+            return Action::Pause;
+        }
+        if buffered {
             host::resume();
             return Action::Pause;
         }

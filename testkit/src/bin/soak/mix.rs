@@ -58,7 +58,8 @@ impl Kind {
     pub fn expected(self) -> u16 {
         match self {
             Kind::CcValid | Kind::CcNew | Kind::BearerValid => 200,
-            Kind::BearerNoScope => 403,
+            // Claim rules are 403, a wrong audience too (as Kong and jwt_authn answer it).
+            Kind::BearerNoScope | Kind::BearerWrongAudience => 403,
             _ => 401,
         }
     }
