@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use base64::Engine;
 
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::outcome::{Denial, TokenProblem};
 
 /// A client secret: never printed, never sent anywhere but to the token endpoint.
@@ -83,16 +83,21 @@ pub const MAX_SEARCHED_BODY: usize = 64 * 1024;
 
 /// Whether the body must be buffered before deciding: only when the operator allowed body
 /// credentials and the body is of a kind that can hold them.
-pub fn needs_body(config: &Config, view: &RequestView) -> bool {
-    config.reads_body() && body_kind(view.content_type).is_some()
+pub fn needs_body(config: &Config, policy: &Policy, view: &RequestView) -> bool {
+    config.sources(policy).0.body && body_kind(view.content_type).is_some()
 }
 
 const CLIENT_FIELDS: [&str; 3] = ["client_id", "client_secret", "grant_type"];
 const BEARER_FIELD: &str = "access_token";
 
 /// Finds the credential. `body` is `Some` only when [`needs_body`] said so.
-pub fn extract(config: &Config, view: &RequestView, body: Option<&[u8]>) -> Extracted {
-    let (cc, bearer) = config.sources();
+pub fn extract(
+    config: &Config,
+    policy: &Policy,
+    view: &RequestView,
+    body: Option<&[u8]>,
+) -> Extracted {
+    let (cc, bearer) = config.sources(policy);
     let mut found: Option<Result<Credential, Denial>> = None;
 
     if let Some(value) = view.authorization {
@@ -337,11 +342,11 @@ mod tests {
             ("a+b", "x=y&z"),
         ] {
             let header = raw_basic(&format!("{id}:{secret}"));
-            let got = extract(&c, &view(Some(&header), "/", None), None);
+            let got = extract(&c, &c.policy, &view(Some(&header), "/", None), None);
             assert_eq!(got.credential, client_cred(id, secret), "{id}:{secret}");
         }
         for bad in ["nocolon", ":secret", "id:", "a\u{1}b:s"] {
-            let got = extract(&c, &view(Some(&raw_basic(bad)), "/", None), None);
+            let got = extract(&c, &c.policy, &view(Some(&raw_basic(bad)), "/", None), None);
             assert_eq!(got.credential, Err(Denial::InvalidClient), "{bad}");
         }
     }
@@ -349,9 +354,14 @@ mod tests {
     #[test]
     fn bearer_from_header() {
         let c = config("");
-        let got = extract(&c, &view(Some("Bearer abc.def.ghi"), "/x", None), None);
+        let got = extract(
+            &c,
+            &c.policy,
+            &view(Some("Bearer abc.def.ghi"), "/x", None),
+            None,
+        );
         assert_eq!(got.credential, Ok(Credential::Bearer("abc.def.ghi".into())));
-        let got = extract(&c, &view(Some("bearer   abc"), "/x", None), None);
+        let got = extract(&c, &c.policy, &view(Some("bearer   abc"), "/x", None), None);
         assert_eq!(got.credential, Ok(Credential::Bearer("abc".into())));
     }
 
@@ -373,7 +383,7 @@ mod tests {
             (Some("Basic /w=="), Denial::InvalidClient),         // not UTF-8
         ] {
             assert_eq!(
-                extract(&c, &view(auth, "/", None), None).credential,
+                extract(&c, &c.policy, &view(auth, "/", None), None).credential,
                 Err(want),
                 "{auth:?}"
             );
@@ -385,12 +395,24 @@ mod tests {
         let only_bearer = config(r#","auth_methods":["bearer"]"#);
         let basic = basic_header("a", "b");
         assert_eq!(
-            extract(&only_bearer, &view(Some(&basic), "/", None), None).credential,
+            extract(
+                &only_bearer,
+                &only_bearer.policy,
+                &view(Some(&basic), "/", None),
+                None
+            )
+            .credential,
             Err(Denial::Missing)
         );
         let only_cc = config(r#","auth_methods":["client_credentials"]"#);
         assert_eq!(
-            extract(&only_cc, &view(Some("Bearer t"), "/", None), None).credential,
+            extract(
+                &only_cc,
+                &only_cc.policy,
+                &view(Some("Bearer t"), "/", None),
+                None
+            )
+            .credential,
             Err(Denial::Missing)
         );
     }
@@ -402,6 +424,7 @@ mod tests {
         );
         let got = extract(
             &c,
+            &c.policy,
             &view(
                 None,
                 "/a?x=1;client_id=id;client_secret=s;y=2&access_token=t;z&q=a;b",
@@ -412,10 +435,15 @@ mod tests {
         // `&` alone separates: the only credential is the token, ending at `;z`.
         assert_eq!(got.credential, Ok(Credential::Bearer("t;z".into())));
         assert_eq!(got.new_path.as_deref(), Some("/a?x=1;y=2&q=a;b"));
-        let got = extract(&c, &view(None, "/a?q=a;b;c=d", None), None);
+        let got = extract(&c, &c.policy, &view(None, "/a?q=a;b;c=d", None), None);
         assert_eq!(got.new_path, None);
         // What is left must not look like a credential either.
-        let got = extract(&c, &view(None, "/a?grant_type;client_id&x", None), None);
+        let got = extract(
+            &c,
+            &c.policy,
+            &view(None, "/a?grant_type;client_id&x", None),
+            None,
+        );
         assert_eq!(got.new_path.as_deref(), Some("/a?x"));
         assert_eq!(got.credential, Err(Denial::Missing));
     }
@@ -427,6 +455,7 @@ mod tests {
         );
         let got = extract(
             &c,
+            &c.policy,
             &view(
                 None,
                 "/a?x=%2F1&client_id=id&client_secret=s%2B&grant_type=client_credentials&y",
@@ -436,13 +465,19 @@ mod tests {
         );
         assert_eq!(got.credential, client_cred("id", "s+"));
         assert_eq!(got.new_path.as_deref(), Some("/a?x=%2F1&y"));
-        let got = extract(&c, &view(None, "/a?access_token=tok", None), None);
+        let got = extract(
+            &c,
+            &c.policy,
+            &view(None, "/a?access_token=tok", None),
+            None,
+        );
         assert_eq!(got.credential, Ok(Credential::Bearer("tok".into())));
         assert_eq!(got.new_path.as_deref(), Some("/a"));
         // Query parameters are left alone when query credentials are not enabled.
         let header_only = config("");
         let got = extract(
             &header_only,
+            &header_only.policy,
             &view(None, "/a?client_id=id&client_secret=s", None),
             None,
         );
@@ -458,9 +493,10 @@ mod tests {
             "/",
             Some("application/x-www-form-urlencoded; charset=utf-8"),
         );
-        assert!(needs_body(&c, &form));
+        assert!(needs_body(&c, &c.policy, &form));
         let got = extract(
             &c,
+            &c.policy,
             &form,
             Some(b"a=1&client_id=id&client_secret=s%26&grant_type=client_credentials&b=x+y"),
         );
@@ -470,20 +506,31 @@ mod tests {
         let json = view(None, "/", Some("application/json"));
         let got = extract(
             &c,
+            &c.policy,
             &json,
             Some(br#"{"client_id":"id","client_secret":"s","keep":1}"#),
         );
         assert_eq!(got.credential, client_cred("id", "s"));
         assert_eq!(got.new_body.as_deref(), Some(&br#"{"keep":1}"#[..]));
 
-        let got = extract(&c, &json, Some(b"[1,2]"));
+        let got = extract(&c, &c.policy, &json, Some(b"[1,2]"));
         assert_eq!((got.credential, got.new_body), (Err(Denial::Missing), None));
-        let got = extract(&c, &json, Some(br#"{"client_id":5,"client_secret":"s"}"#));
+        let got = extract(
+            &c,
+            &c.policy,
+            &json,
+            Some(br#"{"client_id":5,"client_secret":"s"}"#),
+        );
         assert_eq!(got.credential, Err(Denial::Missing));
         assert_eq!(got.new_body.as_deref(), Some(&b"{}"[..]));
 
-        assert!(!needs_body(&c, &view(None, "/", Some("text/plain"))));
-        assert!(!needs_body(&config(""), &form));
+        assert!(!needs_body(
+            &c,
+            &c.policy,
+            &view(None, "/", Some("text/plain"))
+        ));
+        let header_only = config("");
+        assert!(!needs_body(&header_only, &header_only.policy, &form));
     }
 
     #[test]
@@ -492,6 +539,7 @@ mod tests {
         let basic = basic_header("hdr", "1");
         let got = extract(
             &c,
+            &c.policy,
             &view(
                 Some(&basic),
                 "/?client_id=q&client_secret=2",
@@ -505,6 +553,7 @@ mod tests {
         // Body before query.
         let got = extract(
             &c,
+            &c.policy,
             &view(
                 None,
                 "/?client_id=q&client_secret=2",

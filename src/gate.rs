@@ -19,12 +19,12 @@ use std::rc::Rc;
 use crate::cache::{BoundedCache, TokenKey};
 use crate::claims;
 use crate::client_tokens::{ClientTokens, Exchange};
-use crate::config::Config;
+use crate::config::{Config, PolicyId};
 use crate::credentials::{ClientCredentials, Credential};
 use crate::fetch::{Applied, Fetch, Fetcher, Resource, Step};
 use crate::idp::{self, MAX_RESPONSE_BYTES};
 use crate::jwks::KeySet;
-use crate::outcome::{Denial, Headers, TokenProblem, Verdict};
+use crate::outcome::{Denial, Grant, TokenProblem, Verdict};
 use crate::policy;
 use crate::records::Layout;
 use crate::store::{Fetched, SharedStore};
@@ -55,8 +55,11 @@ pub struct Gate {
     strip: Rc<[String]>,
     keys: Option<KeySet>,
     keys_version: u64,
-    /// Outcome per token, for tokens whose signature verified.
-    decisions: BoundedCache<TokenKey, Verdict>,
+    /// Outcome per token and policy, for tokens whose signature verified.
+    decisions: BoundedCache<(TokenKey, PolicyId), Verdict>,
+    /// With several policies: the claims of tokens whose signature verified, so that a
+    /// token verified on one route is judged on another without verifying it again.
+    verified: BoundedCache<TokenKey, Rc<verify::Verified>>,
     decision_hits: u64,
     decision_misses: u64,
     clients: ClientTokens,
@@ -68,11 +71,11 @@ impl Gate {
     pub fn new(config: Config) -> Gate {
         // Every spelling of every header the filter writes, so that no caller copy an
         // upstream would read as the filter's reaches it.
+        // Every policy's claim headers: a caller must not set one on any route.
         let mut strip = vec!["authorization".to_string()];
         for name in config
-            .policy
-            .claim_headers
-            .iter()
+            .all_policies()
+            .flat_map(|p| p.claim_headers.iter())
             .map(|c| c.header.as_str())
             .chain(config.upstream.token_header.iter().map(|t| t.name.as_str()))
         {
@@ -83,12 +86,19 @@ impl Gate {
             }
         }
         let fetcher = Fetcher::new(Layout::new(config.idp.identity()), &config.idp);
+        // One policy: the verdict cache is all there is to hit.
+        let verified_entries = if config.policies.is_empty() {
+            0
+        } else {
+            DECISION_ENTRIES
+        };
         Gate {
             config,
             strip: strip.into(),
             keys: None,
             keys_version: 0,
             decisions: BoundedCache::new(DECISION_ENTRIES, DECISION_BYTES),
+            verified: BoundedCache::new(verified_entries, DECISION_BYTES),
             decision_hits: 0,
             decision_misses: 0,
             clients: ClientTokens::new(),
@@ -131,76 +141,120 @@ impl Gate {
         self.fetcher.layout_mut().claim(store, now_ms);
     }
 
-    /// Decides on a request. `started_ms` is when the request arrived (it may be asked
-    /// again later, after waiting).
+    /// Decides on a request under `policy`. `started_ms` is when the request arrived (it
+    /// may be asked again later, after waiting).
     pub fn authenticate(
         &mut self,
         store: &mut dyn SharedStore,
         credential: &Credential,
+        policy: PolicyId,
         started_ms: u64,
         now_ms: u64,
     ) -> Step {
         match credential {
-            Credential::Bearer(token) => self.check_token(store, token, now_ms),
-            Credential::Client(client) => self.check_client(store, client, started_ms, now_ms),
+            Credential::Bearer(token) => self.check_token(store, token, policy, now_ms),
+            Credential::Client(client) => {
+                self.check_client(store, client, policy, started_ms, now_ms)
+            }
         }
     }
 
-    fn check_token(&mut self, store: &mut dyn SharedStore, token: &Rc<str>, now_ms: u64) -> Step {
+    fn check_token(
+        &mut self,
+        store: &mut dyn SharedStore,
+        token: &Rc<str>,
+        policy: PolicyId,
+        now_ms: u64,
+    ) -> Step {
         if token.len() > MAX_TOKEN_BYTES {
             return Step::deny(Denial::InvalidToken(TokenProblem::TooLarge));
         }
-        let key = TokenKey(token.clone());
+        let key = (TokenKey(token.clone()), policy);
         if let Some(verdict) = self.decisions.get(&key, now_ms) {
             self.decision_hits += 1;
             return Step::Done(verdict.clone());
         }
-        if let Err(step) = self.sync_keys(store, now_ms) {
-            return step;
-        }
+        let verified = match self.verified.get(&key.0, now_ms) {
+            // Verified on another route: judged here by this one's policy.
+            Some(v) => {
+                self.decision_hits += 1;
+                v.clone()
+            }
+            None => match self.verify_token(store, token, now_ms) {
+                Ok(v) => v,
+                Err(step) => return step,
+            },
+        };
+        let config = &self.config;
+        let rules = config.policy(policy);
+        let verdict = match policy::authorize(config, rules, &verified.claims) {
+            Ok(()) => Verdict::Allow(self.grant(token, policy, &verified.claims)),
+            Err(denial) => Verdict::Deny(denial),
+        };
+        let size = token.len()
+            + 128
+            + match &verdict {
+                Verdict::Allow(g) => g.headers.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+                Verdict::Deny(_) => 0,
+            };
+        let until = verified
+            .exp_s
+            .saturating_add(config.accept.leeway_s)
+            .saturating_mul(1000);
+        self.decisions
+            .insert(key, verdict.clone(), size, until, now_ms);
+        Step::Done(verdict)
+    }
+
+    /// Verifies `token`'s signature and times; a step instead while the keys are fetched
+    /// or when it is refused.
+    fn verify_token(
+        &mut self,
+        store: &mut dyn SharedStore,
+        token: &Rc<str>,
+        now_ms: u64,
+    ) -> Result<Rc<verify::Verified>, Step> {
+        self.sync_keys(store, now_ms)?;
         let Some(keys) = &self.keys else {
-            return Step::unavailable();
+            return Err(Step::unavailable());
         };
         // A miss is a verification: a request re-asked while the keys are fetched is not
         // counted again.
         self.decision_misses += 1;
-        let config = &self.config;
-        match verify::verify(token, keys, now_ms / 1000, config.accept.leeway_s) {
+        let leeway_s = self.config.accept.leeway_s;
+        match verify::verify(token, keys, now_ms / 1000, leeway_s) {
             Ok(verified) => {
-                let verdict = match policy::authorize(config, &verified.claims) {
-                    Ok(()) => Verdict::Allow(self.allow_headers(token, &verified.claims)),
-                    Err(denial) => Verdict::Deny(denial),
-                };
-                let size = token.len()
-                    + 128
-                    + match &verdict {
-                        Verdict::Allow(h) => h.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
-                        Verdict::Deny(_) => 0,
-                    };
-                let until = verified
-                    .exp_s
-                    .saturating_add(config.accept.leeway_s)
-                    .saturating_mul(1000);
-                self.decisions
-                    .insert(key, verdict.clone(), size, until, now_ms);
-                Step::Done(verdict)
+                let verified = Rc::new(verified);
+                let until = verified.exp_s.saturating_add(leeway_s).saturating_mul(1000);
+                let size = token.len() * 2 + 256;
+                self.verified.insert(
+                    TokenKey(token.clone()),
+                    verified.clone(),
+                    size,
+                    until,
+                    now_ms,
+                );
+                Ok(verified)
             }
             Err(TokenProblem::UnknownKey) => {
                 let gap = self.config.idp.rediscovery_ms;
-                self.fetcher
+                Err(self
+                    .fetcher
                     .rediscover(store, &self.config.idp, gap, now_ms)
-                    .unwrap_or(Step::deny(Denial::InvalidToken(TokenProblem::UnknownKey)))
+                    .unwrap_or(Step::deny(Denial::InvalidToken(TokenProblem::UnknownKey))))
             }
-            Err(problem) => Step::deny(Denial::InvalidToken(problem)),
+            Err(problem) => Err(Step::deny(Denial::InvalidToken(problem))),
         }
     }
 
-    fn allow_headers(
+    fn grant(
         &self,
         token: &str,
+        policy: PolicyId,
         claims: &serde_json::Map<String, serde_json::Value>,
-    ) -> Headers {
-        let mut headers = claims::headers(&self.config.policy.claim_headers, claims);
+    ) -> Grant {
+        let rules = self.config.policy(policy);
+        let mut headers = claims::headers(&rules.claim_headers, claims);
         if let Some(th) = &self.config.upstream.token_header {
             let value = match &th.scheme {
                 Some(scheme) => format!("{scheme} {token}"),
@@ -208,17 +262,21 @@ impl Gate {
             };
             headers.push((th.name.clone(), value));
         }
-        headers.into()
+        Grant {
+            headers: headers.into(),
+            client: policy::client_of(claims).map(Rc::from),
+        }
     }
 
     fn check_client(
         &mut self,
         store: &mut dyn SharedStore,
         client: &ClientCredentials,
+        policy: PolicyId,
         started_ms: u64,
         now_ms: u64,
     ) -> Step {
-        if let Some(allowed) = &self.config.policy.clients_allowed {
+        if let Some(allowed) = &self.config.policy(policy).clients_allowed {
             if !allowed.contains(&client.id) {
                 return Step::deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed));
             }
@@ -235,7 +293,7 @@ impl Gate {
             Exchange::Token(token) => token,
             Exchange::Step(step) => return step,
         };
-        match self.check_token(store, &token, now_ms) {
+        match self.check_token(store, &token, policy, now_ms) {
             // The IdP issued a token signed with a key it has not published to us yet (it
             // is rotating, and the refetch allowance is spent): not the client's fault, so
             // not 401. Retry after the allowance comes back.

@@ -722,7 +722,7 @@ fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_ref
         let now = T0 + 1000 + i * 96;
         let gate = &mut gates[if i % 2 == 0 { 0 } else { other }];
         let cred = bearer(&token("rsa-2", json!({ "jti": i.to_string() })));
-        if let Step::Fetch(f) = gate.authenticate(&mut counting, &cred, now, now) {
+        if let Step::Fetch(f) = gate.authenticate(&mut counting, &cred, 0, now, now) {
             let (status, body) = idp.answer(&f, now);
             gate.on_answer(&mut counting, &f.resource, status, &body, now);
         }
@@ -737,4 +737,38 @@ fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_ref
         writes <= 2 * refetches,
         "{writes} writes for {refetches} refetches"
     );
+}
+
+#[test]
+fn a_token_verified_on_one_route_is_judged_on_another_without_verifying_again() {
+    let mut w = World::new(
+        r#","upstream_headers_claims":["sub"],"upstream_headers_names":["X-Subject"],
+           "policies":{"admin":{"scopes_required":["admin"],"upstream_headers_claims":["cid"],
+                                "upstream_headers_names":["X-Client"]}}"#,
+    );
+    let admin = w.gate().config().policy_named("admin").unwrap();
+    let t = bearer(&token("rsa-1", json!({"scp": ["read"]})));
+    let step = w.run(&t, T0);
+    assert!(header(&step, "X-Subject").is_some(), "{step:?}");
+    assert_eq!(w.gate().counters().decision_misses, 1);
+    // The admin route: same token, its own rules and headers, no second verification.
+    let Step::Done(on_admin) = w.ask(0, &t, T0, T0) else {
+        panic!("decided at once")
+    };
+    assert!(matches!(on_admin, Verdict::Allow(_)));
+    let on_admin = w.gates[0].authenticate(&mut w.store, &t, admin, T0, T0);
+    assert_eq!(
+        on_admin,
+        Step::Done(Verdict::Deny(Denial::InsufficientScope(ClaimRule::Scopes)))
+    );
+    assert_eq!(w.gate().counters().decision_misses, 1);
+    let admin_token = bearer(&token("rsa-1", json!({"scp": ["admin"], "jti": "a"})));
+    let Step::Done(allowed) = w.gates[0].authenticate(&mut w.store, &admin_token, admin, T0, T0)
+    else {
+        panic!("decided at once")
+    };
+    assert!(header(&allowed, "X-Client").is_some() && header(&allowed, "X-Subject").is_none());
+    // Both policies' claim headers are stripped from every request.
+    let strip = w.gate().strip_headers();
+    assert!(strip.iter().any(|h| h == "x-client") && strip.iter().any(|h| h == "x-subject"));
 }

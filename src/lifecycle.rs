@@ -26,6 +26,7 @@ use log::{info, warn};
 
 use crate::body_wait::{BodyWait, Expired};
 use crate::cache::log_tag;
+use crate::config::PolicyId;
 use crate::credentials::Credential;
 use crate::fetch::{Applied, Fetch, Resource, Step};
 use crate::gate::Gate;
@@ -36,6 +37,7 @@ use crate::tally::Tally;
 
 struct Parked {
     credential: Credential,
+    policy: PolicyId,
     started_ms: u64,
     deadline_ms: u64,
     /// What it waits for; while that is still being fetched, asking again is pointless.
@@ -111,13 +113,14 @@ impl Lifecycle {
         self.parked.len()
     }
 
-    /// A new request with its credential; `now_ms` is `None` when the host clock could not
-    /// be read. `None` back means it is parked.
+    /// A new request with its credential, judged by `policy`; `now_ms` is `None` when the
+    /// host clock could not be read. `None` back means it is parked.
     pub fn on_request(
         &mut self,
         store: &mut dyn SharedStore,
         context: u32,
         credential: &Credential,
+        policy: PolicyId,
         now_ms: Option<u64>,
     ) -> Option<Verdict> {
         let Some(now_ms) = now_ms else {
@@ -128,7 +131,13 @@ impl Lifecycle {
             self.count(context, Some(credential), &verdict, 0);
             return Some(verdict);
         };
-        self.decide(store, context, credential, now_ms, now_ms)
+        self.decide(store, context, credential, policy, now_ms, now_ms)
+    }
+
+    /// A request on a public route: let through without a credential.
+    pub fn on_public(&mut self) -> Verdict {
+        self.tally.bump("oidcgate.allowed");
+        Verdict::Allow(crate::outcome::Grant::default())
     }
 
     /// A request refused before it showed a usable credential.
@@ -143,12 +152,13 @@ impl Lifecycle {
         store: &mut dyn SharedStore,
         context: u32,
         credential: &Credential,
+        policy: PolicyId,
         started_ms: u64,
         now_ms: u64,
     ) -> Option<Verdict> {
         let waiting = match self
             .gate
-            .authenticate(store, credential, started_ms, now_ms)
+            .authenticate(store, credential, policy, started_ms, now_ms)
         {
             Step::Done(verdict) => {
                 self.parked.remove(&context);
@@ -171,6 +181,7 @@ impl Lifecycle {
                     context,
                     Parked {
                         credential: credential.clone(),
+                        policy,
                         started_ms,
                         deadline_ms,
                         waiting,
@@ -364,8 +375,10 @@ impl Lifecycle {
             if still_busy {
                 continue;
             }
-            let (credential, started_ms) = (p.credential.clone(), p.started_ms);
-            if let Some(verdict) = self.decide(store, context, &credential, started_ms, now_ms) {
+            let (credential, policy, started_ms) = (p.credential.clone(), p.policy, p.started_ms);
+            if let Some(verdict) =
+                self.decide(store, context, &credential, policy, started_ms, now_ms)
+            {
                 self.decided.push_back((context, verdict));
             }
         }
@@ -392,6 +405,7 @@ impl Lifecycle {
             Denial::InvalidClient => "oidcgate.denied.invalid_client",
             Denial::InsufficientScope(_) => "oidcgate.denied.insufficient_scope",
             Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
+            Denial::UnknownPolicy => "oidcgate.denied.unknown_policy",
         });
         if let Denial::InsufficientScope(rule) = denial {
             self.tally.bump(rule.counter());

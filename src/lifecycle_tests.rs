@@ -84,7 +84,7 @@ fn a_parked_request_is_resumed_by_the_answers_it_waits_for() {
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
     // No key set yet: parked, with discovery to send.
-    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, 0, Some(T0)), None);
     assert_eq!(vm.life.parked(), 1);
     assert!(vm.verdicts().is_empty());
     vm.settle(&mut w.store, &mut w.idp, T0 + 5);
@@ -99,7 +99,7 @@ fn a_parked_request_is_resumed_by_the_answers_it_waits_for() {
     assert_eq!(vm.life.tally().count("oidcgate.allowed"), 1);
     // Decided at once from now on, with nothing to send.
     assert!(matches!(
-        vm.life.on_request(&mut w.store, 8, &t, Some(T0 + 6)),
+        vm.life.on_request(&mut w.store, 8, &t, 0, Some(T0 + 6)),
         Some(Verdict::Allow(_))
     ));
     assert!(vm.life.next_fetch(true).is_none());
@@ -110,7 +110,7 @@ fn past_its_deadline_a_parked_request_gets_503() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
-    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, 0, Some(T0)), None);
     // The IdP never answers: the callout is in flight, the request waits.
     vm.send(&mut w.store, T0, false);
     vm.life.on_tick(&mut w.store, T0 + 9_999);
@@ -133,7 +133,7 @@ fn a_refused_send_answers_the_request_503_at_once_and_leaves_nothing_parked() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
-    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, 0, Some(T0)), None);
     vm.send(&mut w.store, T0, true);
     let decided = vm.verdicts();
     assert!(
@@ -156,7 +156,7 @@ fn a_request_that_goes_away_is_forgotten_but_its_fetch_still_lands() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
-    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, 0, Some(T0)), None);
     // Discovery is everyone's: the request context may not send it, the root does.
     assert!(vm.life.next_fetch(false).is_none());
     assert!(vm.life.root_has_work());
@@ -167,7 +167,10 @@ fn a_request_that_goes_away_is_forgotten_but_its_fetch_still_lands() {
     vm.settle(&mut w.store, &mut w.idp, T0 + 5);
     assert!(vm.verdicts().is_empty(), "nobody to resume");
     // The next request goes on from there: discovery is not asked again.
-    assert_eq!(vm.life.on_request(&mut w.store, 8, &t, Some(T0 + 6)), None);
+    assert_eq!(
+        vm.life.on_request(&mut w.store, 8, &t, 0, Some(T0 + 6)),
+        None
+    );
     vm.settle(&mut w.store, &mut w.idp, T0 + 7);
     assert!(matches!(vm.verdicts().as_slice(), [(8, Verdict::Allow(_))]));
     assert_eq!(w.idp.calls, vec!["discovery", "jwks"]);
@@ -181,12 +184,12 @@ fn a_request_waiting_on_another_workers_fetch_is_decided_on_a_tick() {
     let c = client("svc", "good");
     // Keys in place on both; the race is on the client's token.
     let t = bearer(&token("rsa-1", json!({})));
-    a.life.on_request(&mut w.store, 1, &t, Some(T0));
+    a.life.on_request(&mut w.store, 1, &t, 0, Some(T0));
     a.settle(&mut w.store, &mut w.idp, T0);
     a.verdicts();
-    assert_eq!(a.life.on_request(&mut w.store, 2, &c, Some(T0)), None);
+    assert_eq!(a.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
     a.send(&mut w.store, T0, false);
-    assert_eq!(b.life.on_request(&mut w.store, 3, &c, Some(T0)), None);
+    assert_eq!(b.life.on_request(&mut w.store, 3, &c, 0, Some(T0)), None);
     assert!(b.life.next_fetch(true).is_none(), "b waits for a's fetch");
     // Nothing changes for b until a's answer is in the shared store.
     b.life.on_tick(&mut w.store, T0 + 20);
@@ -204,7 +207,7 @@ fn without_a_clock_a_request_is_refused() {
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
     assert_eq!(
-        vm.life.on_request(&mut w.store, 7, &t, None),
+        vm.life.on_request(&mut w.store, 7, &t, 0, None),
         Some(Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 }))
     );
     assert!(vm.life.next_fetch(true).is_none());
@@ -218,6 +221,7 @@ fn a_caller_that_goes_away_cannot_hold_key_rotation_off() {
         &mut w.store,
         1,
         &bearer(&token("rsa-1", json!({}))),
+        0,
         Some(T0),
     );
     vm.settle(&mut w.store, &mut w.idp, T0);
@@ -228,7 +232,7 @@ fn a_caller_that_goes_away_cannot_hold_key_rotation_off() {
     let rotated = bearer(&token("rsa-2", json!({})));
     let now = T0 + 30_000;
     assert_eq!(
-        vm.life.on_request(&mut w.store, 10, &rotated, Some(now)),
+        vm.life.on_request(&mut w.store, 10, &rotated, 0, Some(now)),
         None
     );
     vm.send_from(&mut w.store, Some(10), now, false);
@@ -243,7 +247,7 @@ fn a_caller_that_goes_away_cannot_hold_key_rotation_off() {
     assert_eq!(w.idp.count("jwks"), 2);
     // The new key serves, the removed one does not.
     assert!(matches!(
-        vm.life.on_request(&mut w.store, 30, &rotated, Some(now)),
+        vm.life.on_request(&mut w.store, 30, &rotated, 0, Some(now)),
         Some(Verdict::Allow(_))
     ));
     assert!(matches!(
@@ -251,6 +255,7 @@ fn a_caller_that_goes_away_cannot_hold_key_rotation_off() {
             &mut w.store,
             31,
             &bearer(&token("rsa-1", json!({"jti":"n"}))),
+            0,
             Some(now)
         ),
         Some(Verdict::Deny(Denial::InvalidToken(_)))
@@ -262,19 +267,22 @@ fn a_token_fetch_whose_request_goes_away_is_released_for_the_next() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
     let t = bearer(&token("rsa-1", json!({})));
-    vm.life.on_request(&mut w.store, 1, &t, Some(T0));
+    vm.life.on_request(&mut w.store, 1, &t, 0, Some(T0));
     vm.settle(&mut w.store, &mut w.idp, T0);
     vm.verdicts();
     let c = client("svc", "good");
     // The request sends its own token fetch, then is reset: the host cancels the callout.
-    assert_eq!(vm.life.on_request(&mut w.store, 2, &c, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
     vm.send_from(&mut w.store, Some(2), T0, false);
     assert_eq!(vm.sent.len(), 1);
     vm.sent.clear();
     vm.life.on_gone(&mut w.store, 2, T0 + 5);
     // The next request with those credentials fetches at once instead of waiting for a
     // lock nobody holds.
-    assert_eq!(vm.life.on_request(&mut w.store, 3, &c, Some(T0 + 6)), None);
+    assert_eq!(
+        vm.life.on_request(&mut w.store, 3, &c, 0, Some(T0 + 6)),
+        None
+    );
     vm.send_from(&mut w.store, Some(3), T0 + 6, false);
     assert_eq!(vm.sent.len(), 1);
     vm.answer_one(&mut w.store, &mut w.idp, T0 + 7);
@@ -314,6 +322,7 @@ fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes
         &mut w.store,
         1,
         &bearer(&token("rsa-1", json!({}))),
+        0,
         Some(T0),
     );
     vm.settle(&mut w.store, &mut w.idp, T0);
@@ -321,7 +330,10 @@ fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes
     // The token endpoint hangs: a thousand distinct clients park, each with its own fetch.
     for i in 0..1000u32 {
         let c = client(&format!("c{i}"), "s");
-        assert_eq!(vm.life.on_request(&mut w.store, 10 + i, &c, Some(T0)), None);
+        assert_eq!(
+            vm.life.on_request(&mut w.store, 10 + i, &c, 0, Some(T0)),
+            None
+        );
     }
     vm.send(&mut w.store, T0, false);
     assert_eq!(vm.life.parked(), 1000);

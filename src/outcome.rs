@@ -6,11 +6,19 @@ use std::rc::Rc;
 /// Headers to write upstream, shared between the cache and the requests it answers.
 pub type Headers = Rc<[(String, String)]>;
 
+/// An allowed request: the headers it goes upstream with, and who it is (for access logs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// Set after the strip list was removed.
+    pub headers: Headers,
+    /// The token's client (`client_id`, `cid`, `azp` or `sub`); none on a public route.
+    pub client: Option<Rc<str>>,
+}
+
 /// What becomes of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let it through with these headers set (after the strip list was removed).
-    Allow(Headers),
+    Allow(Grant),
     Deny(Denial),
 }
 
@@ -147,6 +155,8 @@ pub enum Denial {
     IdpUnavailable {
         retry_after_s: u64,
     },
+    /// The route names a policy the configuration does not have: never a weaker one.
+    UnknownPolicy,
 }
 
 impl Denial {
@@ -155,6 +165,7 @@ impl Denial {
             Denial::Missing | Denial::InvalidToken(_) | Denial::InvalidClient => 401,
             Denial::InsufficientScope(_) => 403,
             Denial::IdpUnavailable { .. } => 503,
+            Denial::UnknownPolicy => 500,
         }
     }
 
@@ -166,6 +177,7 @@ impl Denial {
             Denial::InvalidClient => "invalid_client",
             Denial::InsufficientScope(_) => "insufficient_scope",
             Denial::IdpUnavailable { .. } => "idp_unavailable",
+            Denial::UnknownPolicy => "unknown_policy",
         }
     }
 
@@ -173,6 +185,7 @@ impl Denial {
         match self {
             Denial::Missing => "unauthorized",
             Denial::IdpUnavailable { .. } => "temporarily_unavailable",
+            Denial::UnknownPolicy => "server_error",
             other => other.reason(),
         }
     }
@@ -184,6 +197,7 @@ impl Denial {
             Denial::InvalidClient => "client authentication failed",
             Denial::InsufficientScope(rule) => rule.description(),
             Denial::IdpUnavailable { .. } => "identity provider is unavailable, retry later",
+            Denial::UnknownPolicy => "the route names a policy that is not configured",
         }
     }
 
@@ -195,6 +209,7 @@ impl Denial {
             Denial::IdpUnavailable { retry_after_s } => {
                 vec![("retry-after", retry_after_s.max(&1).to_string())]
             }
+            Denial::UnknownPolicy => Vec::new(),
             other => vec![(
                 "www-authenticate",
                 format!("Bearer realm=\"{realm}\", error=\"{}\"", other.error_code()),

@@ -4,10 +4,14 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{Config, Requirement};
+use crate::config::{Config, Policy, Requirement};
 use crate::outcome::{ClaimRule, Denial, TokenProblem};
 
-pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Denial> {
+pub fn authorize(
+    config: &Config,
+    policy: &Policy,
+    claims: &Map<String, Value>,
+) -> Result<(), Denial> {
     let invalid = |p| Err(Denial::InvalidToken(p));
 
     let issuer = claims.get("iss").and_then(Value::as_str);
@@ -15,24 +19,18 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
         return invalid(TokenProblem::WrongIssuer);
     }
 
-    if let Some(allowed) = &config.policy.clients_allowed {
-        // Okta says `cid`, RFC 9068 says `client_id`; `azp` and `sub` cover other IdPs.
-        let client = ["client_id", "cid", "azp", "sub"]
-            .iter()
-            .find_map(|k| claims.get(*k))
-            .and_then(Value::as_str);
-        if !client.is_some_and(|c| allowed.iter().any(|a| a == c)) {
+    if let Some(allowed) = &policy.clients_allowed {
+        if !client_of(claims).is_some_and(|c| allowed.iter().any(|a| a == c)) {
             return invalid(TokenProblem::ClientNotAllowed);
         }
     }
 
-    for requirement in &config.policy.requirements {
+    for requirement in &policy.requirements {
         if !satisfied(requirement, claims) {
             return Err(Denial::InsufficientScope(requirement.rule));
         }
     }
-    if config
-        .policy
+    if policy
         .claims_forbidden
         .iter()
         .any(|name| claims.contains_key(name))
@@ -40,6 +38,15 @@ pub fn authorize(config: &Config, claims: &Map<String, Value>) -> Result<(), Den
         return Err(Denial::InsufficientScope(ClaimRule::ForbiddenClaim));
     }
     Ok(())
+}
+
+/// The token's client: the first present of `client_id` (RFC 9068), `cid` (Okta), `azp`
+/// and `sub` (other IdPs). A token cannot pick the claim that suits it.
+pub fn client_of(claims: &Map<String, Value>) -> Option<&str> {
+    ["client_id", "cid", "azp", "sub"]
+        .iter()
+        .find_map(|k| claims.get(*k))
+        .and_then(Value::as_str)
 }
 
 /// Kong's rule: one of the sets of values is wholly present.
@@ -108,26 +115,29 @@ mod tests {
     #[test]
     fn issuer_must_be_allowed() {
         let c = config("");
-        assert_eq!(authorize(&c, &claims(json!({}))), Ok(()));
+        assert_eq!(authorize(&c, &c.policy, &claims(json!({}))), Ok(()));
         for bad in [
             json!({"iss": null}),
             json!({"iss":"https://other"}),
             json!({"iss":["https://idp"]}),
         ] {
             assert_eq!(
-                authorize(&c, &claims(bad)),
+                authorize(&c, &c.policy, &claims(bad)),
                 Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
             );
         }
         let c = config(r#","issuers_allowed":["https://a","https://b"]"#);
-        assert_eq!(authorize(&c, &claims(json!({"iss":"https://b"}))), Ok(()));
-        assert!(authorize(&c, &claims(json!({}))).is_err());
+        assert_eq!(
+            authorize(&c, &c.policy, &claims(json!({"iss":"https://b"}))),
+            Ok(())
+        );
+        assert!(authorize(&c, &c.policy, &claims(json!({}))).is_err());
     }
 
     #[test]
     fn client_allow_list_uses_first_present_claim() {
         let c = config(r#","clients_allowed":["svc-a"]"#);
-        let check = |v: Value| authorize(&c, &claims(v));
+        let check = |v: Value| authorize(&c, &c.policy, &claims(v));
         assert_eq!(check(json!({"cid":"svc-a","sub":"x"})), Ok(()));
         assert_eq!(check(json!({"client_id":"svc-a","cid":"x"})), Ok(()));
         assert_eq!(check(json!({"sub":"svc-a"})), Ok(()));
@@ -258,7 +268,7 @@ mod tests {
         ];
         for (keys, token, passes) in cases {
             let c = config(&format!(",{keys}"));
-            let got = authorize(&c, &claims(token.clone()));
+            let got = authorize(&c, &c.policy, &claims(token.clone()));
             assert_eq!(got.is_ok(), passes, "{keys} with {token}: {got:?}");
             if let Err(denial) = got {
                 assert!(matches!(denial, Denial::InsufficientScope(_)), "{denial:?}");
@@ -273,7 +283,7 @@ mod tests {
             r#","audience_required":["api"],"scopes_required":["s"],"groups_required":["g"],"roles_required":["r"],"claims_forbidden":["act"]"#,
         );
         let all = json!({"aud":"api","scp":["s"],"groups":["g"],"roles":["r"]});
-        assert_eq!(authorize(&c, &claims(all.clone())), Ok(()));
+        assert_eq!(authorize(&c, &c.policy, &claims(all.clone())), Ok(()));
         for (drop, rule) in [
             ("aud", ClaimRule::Audience),
             ("scp", ClaimRule::Scopes),
@@ -283,19 +293,19 @@ mod tests {
             let mut token = all.clone();
             token.as_object_mut().unwrap().remove(drop);
             assert_eq!(
-                authorize(&c, &claims(token)),
+                authorize(&c, &c.policy, &claims(token)),
                 Err(Denial::InsufficientScope(rule))
             );
         }
         let mut token = all.clone();
         token["act"] = json!({"sub": "someone-else"});
         assert_eq!(
-            authorize(&c, &claims(token)),
+            authorize(&c, &c.policy, &claims(token)),
             Err(Denial::InsufficientScope(ClaimRule::ForbiddenClaim))
         );
         // The issuer is judged first, and is a 401.
         assert_eq!(
-            authorize(&c, &claims(json!({"iss":"x"}))),
+            authorize(&c, &c.policy, &claims(json!({"iss":"x"}))),
             Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
         );
     }

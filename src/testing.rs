@@ -69,7 +69,8 @@ pub fn done(step: Step) -> Verdict {
 /// The value of header `name` an allowed request goes upstream with.
 pub fn header<'a>(verdict: &'a Verdict, name: &str) -> Option<&'a str> {
     match verdict {
-        Verdict::Allow(h) => h
+        Verdict::Allow(g) => g
+            .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str()),
@@ -202,7 +203,7 @@ impl World {
 
     /// One look at a request on `worker`.
     pub fn ask(&mut self, worker: usize, cred: &Credential, started_ms: u64, now_ms: u64) -> Step {
-        self.gates[worker].authenticate(&mut self.store, cred, started_ms, now_ms)
+        self.gates[worker].authenticate(&mut self.store, cred, 0, started_ms, now_ms)
     }
 
     /// Has the IdP answer `fetch`, and hands the answer to `worker`.

@@ -991,7 +991,7 @@ fn readme_reference_defaults_match_the_parser() {
     assert_eq!(c.accept.issuers_allowed, vec![c.idp.issuer.clone()]);
     assert_eq!(row("client_credentials_param_type")[2], "`[\"header\"]`");
     assert_eq!(
-        c.sources().0,
+        c.sources(&c.policy).0,
         Sources {
             header: true,
             body: false,
@@ -1000,7 +1000,7 @@ fn readme_reference_defaults_match_the_parser() {
     );
     assert_eq!(row("bearer_token_param_type")[2], "`[\"header\"]`");
     assert_eq!(
-        c.sources().1,
+        c.sources(&c.policy).1,
         Sources {
             header: true,
             body: false,
@@ -1030,6 +1030,7 @@ fn every_denial() -> Vec<Denial> {
         Denial::InvalidClient,
         Denial::InsufficientScope(ClaimRule::Audience),
         Denial::IdpUnavailable { retry_after_s: 1 },
+        Denial::UnknownPolicy,
     ];
     // A new variant must be added above: this match stops compiling otherwise.
     for denial in &all {
@@ -1038,7 +1039,8 @@ fn every_denial() -> Vec<Denial> {
             | Denial::InvalidToken(_)
             | Denial::InvalidClient
             | Denial::InsufficientScope(_)
-            | Denial::IdpUnavailable { .. } => {}
+            | Denial::IdpUnavailable { .. }
+            | Denial::UnknownPolicy => {}
         }
     }
     all

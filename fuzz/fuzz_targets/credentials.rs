@@ -34,14 +34,15 @@ fuzz_target!(|data: &[u8]| {
         content_type: content_type.as_deref(),
     };
     let config = config();
-    let body = needs_body(config, &view).then_some(body);
-    let got = extract(config, &view, body);
+    let body = needs_body(config, &config.policy, &view).then_some(body);
+    let got = extract(config, &config.policy, &view, body);
 
     // Stripping is complete: what goes upstream yields no credential and needs no more strip.
     let path = got.new_path.clone().unwrap_or(path.clone());
     let body = got.new_body.as_deref().or(body);
     let again = extract(
         config,
+        &config.policy,
         &RequestView {
             authorization: None,
             path: &path,

@@ -45,9 +45,9 @@ struct World {
 impl World {
     fn ask(&mut self, worker: usize, cred: Credential, started_ms: u64) {
         let gate = &mut self.gates[worker];
-        let step = gate.authenticate(&mut self.store, &cred, started_ms, self.now_ms);
+        let step = gate.authenticate(&mut self.store, &cred, 0, started_ms, self.now_ms);
         match &step {
-            Step::Done(Verdict::Allow(headers)) => self.check_allowed(&cred, headers),
+            Step::Done(Verdict::Allow(grant)) => self.check_allowed(&cred, &grant.headers),
             Step::Done(Verdict::Deny(denial)) => {
                 assert!(matches!(denial.status(), 401 | 403 | 503));
                 let _ = denial.body();
@@ -100,7 +100,10 @@ impl World {
             self.config.accept.leeway_s,
         )
         .unwrap_or_else(|p| panic!("allowed a token that does not verify: {p:?}"));
-        assert_eq!(policy::authorize(self.config, &verified.claims), Ok(()));
+        assert_eq!(
+            policy::authorize(self.config, &self.config.policy, &verified.claims),
+            Ok(())
+        );
     }
 
     fn answer(&mut self, index: usize, status: Option<u32>, body: &[u8], worker: usize) {

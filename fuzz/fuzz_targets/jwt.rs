@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 fn judge(claims_map: &Map<String, Value>) {
     let config = strict_config();
-    let _ = policy::authorize(config, claims_map);
+    let _ = policy::authorize(config, &config.policy, claims_map);
     for (name, value) in claims::headers(&config.policy.claim_headers, claims_map) {
         assert!(!name.is_empty());
         assert!(!value.chars().any(char::is_control), "{value:?}");

@@ -9,6 +9,7 @@ mod accept;
 mod idp;
 mod policy;
 mod raw;
+mod routes;
 mod upstream;
 
 use std::fmt;
@@ -16,7 +17,8 @@ use std::fmt;
 pub use accept::{Accept, Sources};
 pub use idp::IdpSettings;
 pub use policy::{ClaimHeader, Policy, Requirement};
-pub use raw::{TokenEndpointAuth, KEYS};
+pub use raw::{TokenEndpointAuth, KEYS, POLICY_KEYS};
+pub use routes::{PolicyId, RouteView, Routes};
 pub use upstream::{is_header_name, TokenHeader, Upstream};
 
 use raw::RawConfig;
@@ -56,9 +58,16 @@ fn seconds(key: &str, value: u64) -> Result<u64, ConfigError> {
 pub struct Config {
     pub idp: IdpSettings,
     pub accept: Accept,
+    /// The top-level per-route keys: the policy of a request no rule picks.
     pub policy: Policy,
+    /// `policies`, by name (the [`PolicyId`] of the `n`-th is `n + 1`).
+    pub policies: Vec<(String, Policy)>,
+    pub routes: Routes,
     pub upstream: Upstream,
 }
+
+/// Past this, generated configuration gone wrong rather than a gateway's policies.
+const MAX_POLICIES: usize = 256;
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -82,36 +91,79 @@ impl Config {
             };
             err(&key, short_serde_reason(&e.inner().to_string()))
         })?;
+        Policy::check_kong_client(&raw)?;
+        let top = raw.top_policy();
+        let mut policies = Vec::new();
+        for (name, p) in raw.policies.iter().flatten() {
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(err("policies", format!("`{name}` is not a policy name")));
+            }
+            policies.push((
+                name.clone(),
+                Policy::from_raw(&p.over(&top), &format!("policies.{name}."))?,
+            ));
+        }
+        if policies.len() > MAX_POLICIES {
+            return Err(err("policies", format!("at most {MAX_POLICIES}")));
+        }
+        let names: Vec<String> = policies.iter().map(|(n, _)| n.clone()).collect();
         Ok(Config {
             idp: IdpSettings::from_raw(&raw)?,
-            policy: Policy::from_raw(&raw)?,
+            policy: Policy::from_raw(&top, "")?,
+            routes: Routes::from_raw(&raw.routes, &names)?,
+            policies,
             upstream: Upstream::from_raw(raw.upstream_access_token_header.as_deref())?,
             accept: Accept::from_raw(&raw)?,
         })
     }
 
-    /// Where each method's credential may be read from; nowhere for a method the policy
-    /// does not accept.
-    pub fn sources(&self) -> (Sources, Sources) {
+    /// The policy `id` names; the top-level one for 0 (ids come from this configuration).
+    pub fn policy(&self, id: PolicyId) -> &Policy {
+        id.checked_sub(1)
+            .and_then(|i| self.policies.get(i))
+            .map_or(&self.policy, |(_, p)| p)
+    }
+
+    /// The name of policy `id`, for logs and access logs; `default` for the top level.
+    pub fn policy_name(&self, id: PolicyId) -> &str {
+        id.checked_sub(1)
+            .and_then(|i| self.policies.get(i))
+            .map_or("default", |(n, _)| n.as_str())
+    }
+
+    pub fn policy_named(&self, name: &str) -> Option<PolicyId> {
+        self.policies
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| i + 1)
+    }
+
+    /// The top-level policy and every named one.
+    pub fn all_policies(&self) -> impl Iterator<Item = &Policy> {
+        std::iter::once(&self.policy).chain(self.policies.iter().map(|(_, p)| p))
+    }
+
+    /// Where each method's credential may be read from under `policy`; nowhere for a
+    /// method it does not accept.
+    pub fn sources(&self, policy: &Policy) -> (Sources, Sources) {
         let pick = |on: bool, s: Sources| if on { s } else { Sources::default() };
         (
-            pick(
-                self.policy.client_credentials,
-                self.accept.client_credentials,
-            ),
-            pick(self.policy.bearer, self.accept.bearer),
+            pick(policy.client_credentials, self.accept.client_credentials),
+            pick(policy.bearer, self.accept.bearer),
         )
     }
 
     /// Whether the filter reads the request body at all; bodies are buffered only then.
     pub fn reads_body(&self) -> bool {
-        self.sources().0.body
+        self.all_policies().any(|p| self.sources(p).0.body)
     }
 
     /// Whether a credential may be in the query string, so `:path` must be read.
     pub fn reads_query(&self) -> bool {
-        let (cc, bearer) = self.sources();
-        cc.query || bearer.query
+        self.all_policies().any(|p| {
+            let (cc, bearer) = self.sources(p);
+            cc.query || bearer.query
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! allow-list, the claim requirements and the claim headers. Validated by itself, so that
 //! a configuration can carry more than one.
 
-use super::raw::{AuthMethod, RawConfig};
+use super::raw::{AuthMethod, RawConfig, RawPolicy};
 use super::upstream::{check_spellings, is_header_name, is_reserved_header};
 use super::{err, ConfigError};
 use crate::outcome::ClaimRule;
@@ -28,6 +28,8 @@ pub struct Requirement {
 
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// No credential is needed; the strip list still applies.
+    pub public: bool,
     pub client_credentials: bool,
     pub bearer: bool,
     /// Callers allowed, by client id; `None` allows any.
@@ -40,13 +42,10 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub(super) fn from_raw(raw: &RawConfig) -> Result<Policy, ConfigError> {
-        if raw.auth_methods.is_empty() {
-            return Err(err("auth_methods", "must name at least one method"));
-        }
-        // Kong's `client_id` is the gateway's own client; here it used to be the caller
-        // allow-list. Refused rather than read either way, so an old configuration fails
-        // loudly instead of changing meaning.
+    /// Kong's `client_id` and `client_secret` are refused outright: they name the gateway's
+    /// own client there, and here `client_id` used to be the caller allow-list. An old
+    /// configuration fails loudly instead of changing meaning.
+    pub(super) fn check_kong_client(raw: &RawConfig) -> Result<(), ConfigError> {
         if raw.client_id.is_some() {
             return Err(err(
                 "client_id",
@@ -61,13 +60,32 @@ impl Policy {
                  version does not do",
             ));
         }
+        Ok(())
+    }
+
+    /// A policy from its keys (every one resolved against the top level); errors name the
+    /// key under `prefix` (`""`, or `policies.<name>.`).
+    pub(super) fn from_raw(raw: &RawPolicy, prefix: &str) -> Result<Policy, ConfigError> {
+        let err = |key: &str, why: &str| err(&format!("{prefix}{key}"), why);
+        let auth_methods = raw.auth_methods.as_deref().unwrap_or_default();
+        let public = raw.public.unwrap_or(false);
+        if auth_methods.is_empty() && !public {
+            return Err(err("auth_methods", "must name at least one method"));
+        }
+        let list = |l: &Option<Vec<String>>| l.clone().unwrap_or_default();
         for (key, list) in [
             (
                 "clients_allowed",
                 raw.clients_allowed.as_deref().unwrap_or_default(),
             ),
-            ("claims_forbidden", &raw.claims_forbidden),
-            ("upstream_headers_claims", &raw.upstream_headers_claims),
+            (
+                "claims_forbidden",
+                raw.claims_forbidden.as_deref().unwrap_or_default(),
+            ),
+            (
+                "upstream_headers_claims",
+                raw.upstream_headers_claims.as_deref().unwrap_or_default(),
+            ),
         ] {
             if list.iter().any(|s| s.trim().is_empty()) {
                 return Err(err(key, "entries must not be empty"));
@@ -86,7 +104,7 @@ impl Policy {
                 "audience_claim",
                 &raw.audience_claim,
                 &["aud"][..],
-                &raw.audience_required,
+                list(&raw.audience_required),
             ),
             (
                 ClaimRule::Scopes,
@@ -94,21 +112,21 @@ impl Policy {
                 &raw.scopes_claim,
                 // Okta writes `scp`; RFC 9068 `scope`.
                 &["scope", "scp"][..],
-                &raw.scopes_required,
+                list(&raw.scopes_required),
             ),
             (
                 ClaimRule::Groups,
                 "groups_claim",
                 &raw.groups_claim,
                 &["groups"][..],
-                &raw.groups_required,
+                list(&raw.groups_required),
             ),
             (
                 ClaimRule::Roles,
                 "roles_claim",
                 &raw.roles_claim,
                 &["roles"][..],
-                &raw.roles_required,
+                list(&raw.roles_required),
             ),
         ] {
             let paths = match claim {
@@ -139,21 +157,27 @@ impl Policy {
             }
         }
         Ok(Policy {
-            client_credentials: raw.auth_methods.contains(&AuthMethod::ClientCredentials),
-            bearer: raw.auth_methods.contains(&AuthMethod::Bearer),
+            public,
+            client_credentials: auth_methods.contains(&AuthMethod::ClientCredentials),
+            bearer: auth_methods.contains(&AuthMethod::Bearer),
             clients_allowed: raw.clients_allowed.clone(),
             requirements,
-            claims_forbidden: raw.claims_forbidden.clone(),
+            claims_forbidden: list(&raw.claims_forbidden),
             claim_headers: claim_headers(
-                &raw.upstream_headers_claims,
-                &raw.upstream_headers_names,
+                &list(&raw.upstream_headers_claims),
+                &list(&raw.upstream_headers_names),
+                prefix,
             )?,
         })
     }
 }
 
-fn claim_headers(claims: &[String], names: &[String]) -> Result<Vec<ClaimHeader>, ConfigError> {
-    let key = "upstream_headers_names";
+fn claim_headers(
+    claims: &[String],
+    names: &[String],
+    prefix: &str,
+) -> Result<Vec<ClaimHeader>, ConfigError> {
+    let key = &format!("{prefix}upstream_headers_names");
     if claims.len() != names.len() {
         return Err(err(
             key,

@@ -85,7 +85,87 @@ pub const KEYS: &[&str] = &[
     "rediscovery_lifetime",
     "timeout",
     "realm",
+    "policies",
+    "routes",
 ];
+
+/// The keys a named policy may set (each defaults to its top-level value), and `public`.
+pub const POLICY_KEYS: &[&str] = &[
+    "auth_methods",
+    "clients_allowed",
+    "scopes_claim",
+    "audience_claim",
+    "groups_claim",
+    "roles_claim",
+    "scopes_required",
+    "audience_required",
+    "groups_required",
+    "roles_required",
+    "claims_forbidden",
+    "upstream_headers_claims",
+    "upstream_headers_names",
+    "public",
+];
+
+/// The per-route keys, as a named policy writes them; `None`: the top-level value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub auth_methods: Option<Vec<AuthMethod>>,
+    pub clients_allowed: Option<Vec<String>>,
+    pub scopes_claim: Option<Vec<String>>,
+    pub audience_claim: Option<Vec<String>>,
+    pub groups_claim: Option<Vec<String>>,
+    pub roles_claim: Option<Vec<String>>,
+    pub scopes_required: Option<Vec<String>>,
+    pub audience_required: Option<Vec<String>>,
+    pub groups_required: Option<Vec<String>>,
+    pub roles_required: Option<Vec<String>>,
+    pub claims_forbidden: Option<Vec<String>>,
+    pub upstream_headers_claims: Option<Vec<String>>,
+    pub upstream_headers_names: Option<Vec<String>>,
+    pub public: Option<bool>,
+}
+
+impl RawPolicy {
+    /// This policy's keys, each it leaves out taken from `base`.
+    pub fn over(&self, base: &RawPolicy) -> RawPolicy {
+        let pick = |a: &Option<Vec<String>>, b: &Option<Vec<String>>| a.clone().or(b.clone());
+        RawPolicy {
+            auth_methods: self.auth_methods.clone().or(base.auth_methods.clone()),
+            clients_allowed: pick(&self.clients_allowed, &base.clients_allowed),
+            scopes_claim: pick(&self.scopes_claim, &base.scopes_claim),
+            audience_claim: pick(&self.audience_claim, &base.audience_claim),
+            groups_claim: pick(&self.groups_claim, &base.groups_claim),
+            roles_claim: pick(&self.roles_claim, &base.roles_claim),
+            scopes_required: pick(&self.scopes_required, &base.scopes_required),
+            audience_required: pick(&self.audience_required, &base.audience_required),
+            groups_required: pick(&self.groups_required, &base.groups_required),
+            roles_required: pick(&self.roles_required, &base.roles_required),
+            claims_forbidden: pick(&self.claims_forbidden, &base.claims_forbidden),
+            upstream_headers_claims: pick(
+                &self.upstream_headers_claims,
+                &base.upstream_headers_claims,
+            ),
+            upstream_headers_names: pick(
+                &self.upstream_headers_names,
+                &base.upstream_headers_names,
+            ),
+            public: self.public.or(base.public),
+        }
+    }
+}
+
+/// One entry of `routes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub hosts: Option<Vec<String>>,
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub policy: String,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,4 +222,29 @@ pub(super) struct RawConfig {
     #[serde(default = "default_timeout")]
     pub timeout: u64,
     pub realm: Option<String>,
+    pub policies: Option<std::collections::BTreeMap<String, RawPolicy>>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+impl RawConfig {
+    /// The top-level per-route keys, every one given (defaults filled in).
+    pub fn top_policy(&self) -> RawPolicy {
+        RawPolicy {
+            auth_methods: Some(self.auth_methods.clone()),
+            clients_allowed: self.clients_allowed.clone(),
+            scopes_claim: self.scopes_claim.clone(),
+            audience_claim: self.audience_claim.clone(),
+            groups_claim: self.groups_claim.clone(),
+            roles_claim: self.roles_claim.clone(),
+            scopes_required: Some(self.scopes_required.clone()),
+            audience_required: Some(self.audience_required.clone()),
+            groups_required: Some(self.groups_required.clone()),
+            roles_required: Some(self.roles_required.clone()),
+            claims_forbidden: Some(self.claims_forbidden.clone()),
+            upstream_headers_claims: Some(self.upstream_headers_claims.clone()),
+            upstream_headers_names: Some(self.upstream_headers_names.clone()),
+            public: Some(false),
+        }
+    }
 }

@@ -15,7 +15,7 @@ fn key_of(json: &str) -> String {
 fn defaults_follow_the_spec() {
     let c = parse(r#"{"issuer":"https://idp.example.com/oauth2/default"}"#).unwrap();
     assert_eq!(
-        c.sources().0,
+        c.sources(&c.policy).0,
         Sources {
             header: true,
             body: false,
@@ -23,7 +23,7 @@ fn defaults_follow_the_spec() {
         }
     );
     assert_eq!(
-        c.sources().1,
+        c.sources(&c.policy).1,
         Sources {
             header: true,
             body: false,
@@ -95,9 +95,9 @@ fn every_key_is_accepted() {
                 "cache_ttl_neg":3,"rediscovery_lifetime":7,"timeout":500,"realm":"api"}"#,
     )
     .unwrap();
-    assert_eq!(c.sources().0, Sources::default());
+    assert_eq!(c.sources(&c.policy).0, Sources::default());
     assert_eq!(
-        c.sources().1,
+        c.sources(&c.policy).1,
         Sources {
             header: true,
             body: false,
@@ -300,4 +300,47 @@ fn keys_lists_exactly_the_accepted_keys() {
         .map(|k| k.trim_matches('`'))
         .collect();
     assert_eq!(known, KEYS, "{message}");
+}
+
+#[test]
+fn a_policy_keeps_every_key_it_leaves_out_and_errors_name_the_policy() {
+    let c = parse(
+        r#"{"issuer":"https://idp","scopes_required":["read"],"clients_allowed":["svc"],
+            "upstream_headers_claims":["sub"],"upstream_headers_names":["X-Subject"],
+            "policies":{"admin":{"scopes_required":["admin"]},"open":{"public":true},
+                        "bearer-only":{"auth_methods":["bearer"],"upstream_headers_claims":[],
+                                       "upstream_headers_names":[]}}}"#,
+    )
+    .unwrap();
+    let admin = c.policy(c.policy_named("admin").unwrap());
+    assert_eq!(
+        admin.requirements[0].any_of,
+        vec![vec!["admin".to_string()]]
+    );
+    assert_eq!(admin.clients_allowed, Some(vec!["svc".to_string()]));
+    assert_eq!(admin.claim_headers, c.policy.claim_headers);
+    assert!(admin.client_credentials && !admin.public);
+    let open = c.policy(c.policy_named("open").unwrap());
+    assert!(open.public);
+    let bearer = c.policy(c.policy_named("bearer-only").unwrap());
+    assert!(bearer.bearer && !bearer.client_credentials && bearer.claim_headers.is_empty());
+    assert_eq!(c.policy_name(0), "default");
+    assert_eq!(c.policy_named("nosuch"), None);
+    for (json, key) in [
+        (
+            r#"{"issuer":"http://i","policies":{"p":{"scopes_required":[""]}}}"#,
+            "policies.p.scopes_required",
+        ),
+        (
+            r#"{"issuer":"http://i","policies":{"p":{"issuer":"http://x"}}}"#,
+            "policies",
+        ),
+        (
+            r#"{"issuer":"http://i","policies":{"p":{"upstream_headers_claims":["a"]}}}"#,
+            "policies.p.upstream_headers_names",
+        ),
+        (r#"{"issuer":"http://i","policies":{"":{}}}"#, "policies"),
+    ] {
+        assert_eq!(key_of(json), key, "{json}");
+    }
 }

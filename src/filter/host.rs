@@ -74,8 +74,38 @@ pub fn switch_to(context_id: u32) -> bool {
     hostcalls::set_effective_context(context_id).is_ok()
 }
 
+/// Leaves the outcome where Envoy's access log can print it: filter state
+/// `wasm.oidcgate.client_id` and `wasm.oidcgate.reason` (`%FILTER_STATE(…:PLAIN)%`). A host
+/// without filter state refuses the call; nothing else depends on it.
+pub fn record_outcome(client: Option<&str>, reason: &str) {
+    if let Some(client) = client {
+        let _ = hostcalls::set_property(vec!["oidcgate.client_id"], Some(client.as_bytes()));
+    }
+    let _ = hostcalls::set_property(vec!["oidcgate.reason"], Some(reason.as_bytes()));
+}
+
+/// The policy a request is judged by, for the access log (`wasm.oidcgate.policy`).
+pub fn record_policy(name: &str) {
+    let _ = hostcalls::set_property(vec!["oidcgate.policy"], Some(name.as_bytes()));
+}
+
+/// The policy an Envoy route names in its metadata (`filter_metadata.oidcgate.policy`).
+pub fn route_policy() -> Option<String> {
+    let value = hostcalls::get_property(vec![
+        "xds",
+        "route_metadata",
+        "filter_metadata",
+        "oidcgate",
+        "policy",
+    ])
+    .ok()
+    .flatten()?;
+    String::from_utf8(value).ok().filter(|s| !s.is_empty())
+}
+
 /// Answers the request locally with the denial's status, headers and JSON body.
 pub fn deny(denial: &Denial, realm: &str) {
+    record_outcome(None, denial.reason());
     let extra = denial.headers(realm);
     let mut headers: Vec<(&str, &str)> = vec![
         ("content-type", "application/json"),

@@ -13,13 +13,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use log::info;
+use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
 use super::worker::{allow, deliver, pump, Shared};
+use crate::config::{PolicyId, RouteView};
 use crate::credentials::{self, RequestView, MAX_SEARCHED_BODY};
+use crate::log_budget::bounded;
 use crate::outcome::{Denial, Verdict};
 
 /// Whether this VM said why a body it cannot read before forwarding was not searched.
@@ -38,6 +40,8 @@ pub struct Request {
     searching_body: bool,
     /// How much of the body is buffered so far.
     body_size: usize,
+    /// The policy the request is judged by.
+    policy: PolicyId,
 }
 
 /// How a request decided in a body or trailers callback goes on.
@@ -56,6 +60,7 @@ impl Request {
             strip_body: None,
             searching_body: false,
             body_size: 0,
+            policy: 0,
         }
     }
 
@@ -67,9 +72,12 @@ impl Request {
             content_type: content_type.as_deref(),
             ..RequestView::default()
         };
-        let stripped =
-            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref())
-                .new_body;
+        let stripped = {
+            let w = worker.borrow();
+            let config = w.life.gate().config();
+            credentials::extract(config, config.policy(self.policy), &view, body.as_deref())
+                .new_body
+        };
         if let Some(new_body) = stripped {
             host::replace_request_body(self.body_size, &new_body);
         }
@@ -81,17 +89,28 @@ impl Request {
     /// Nothing reaches the upstream but through [`allow`], which strips every caller copy
     /// of the credential and of the headers the filter writes.
     fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
-        let (reads_query, reads_body) = {
+        let (reads_query, reads_body, routed) = {
             let w = worker.borrow();
             let config = w.life.gate().config();
-            (config.reads_query(), config.reads_body())
+            (
+                config.reads_query(),
+                config.reads_body(),
+                !config.policies.is_empty(),
+            )
         };
         // Only the headers this configuration needs: every read is a host call.
         let authorization = host::request_header("authorization");
-        let path = match reads_query {
+        let path = match reads_query || routed {
             true => host::request_header(":path").unwrap_or_default(),
             false => String::new(),
         };
+        if routed {
+            match self.route(worker, &path) {
+                Some(policy) => self.policy = policy,
+                None => return Action::Pause,
+            }
+        }
+        let path = if reads_query { path } else { String::new() };
         let content_type = match reads_body {
             true => host::request_header("content-type"),
             false => None,
@@ -101,13 +120,17 @@ impl Request {
             path: &path,
             content_type: content_type.as_deref(),
         };
-        let extracted = {
+        let (extracted, public) = {
             let w = worker.borrow();
             let config = w.life.gate().config();
-            if !end_of_stream && credentials::needs_body(config, &view) {
+            let policy = config.policy(self.policy);
+            if !end_of_stream && credentials::needs_body(config, policy, &view) {
                 self.strip_body = content_type.clone();
             }
-            credentials::extract(config, &view, None)
+            (
+                credentials::extract(config, policy, &view, None),
+                policy.public,
+            )
         };
 
         if let Some(p) = &extracted.new_path {
@@ -120,6 +143,8 @@ impl Request {
         }
 
         let verdict = match extracted.credential {
+            // Whatever the caller sent was stripped above; nothing is needed here.
+            _ if public => worker.borrow_mut().life.on_public(),
             Ok(credential) => match self.decide(worker, &credential) {
                 Some(verdict) => verdict,
                 None => return Action::Pause,
@@ -156,14 +181,69 @@ impl Request {
         }
     }
 
+    /// The policy this request is judged by: the one its Envoy route names in metadata, else
+    /// the first rule of `routes` it matches, else the top level. `None` when the route names
+    /// a policy that does not exist: answered 500, never judged by a weaker one.
+    fn route(&self, worker: &Shared, path: &str) -> Option<PolicyId> {
+        let named = host::route_policy();
+        let picked = {
+            let w = worker.borrow();
+            let config = w.life.gate().config();
+            match &named {
+                Some(name) => config.policy_named(name),
+                None => {
+                    let (by_host, by_method) = config.routes.reads();
+                    let authority = match by_host {
+                        true => host::request_header(":authority").unwrap_or_default(),
+                        false => String::new(),
+                    };
+                    let method = match by_method {
+                        true => host::request_header(":method").unwrap_or_default(),
+                        false => String::new(),
+                    };
+                    let view = RouteView {
+                        authority: &authority,
+                        path,
+                        method: &method,
+                    };
+                    Some(config.routes.select(&view).unwrap_or(0))
+                }
+            }
+            .map(|id| (id, config.policy_name(id).to_string()))
+        };
+        match picked {
+            Some((id, name)) => {
+                host::record_policy(&name);
+                Some(id)
+            }
+            None => {
+                let name = named.as_deref().map(bounded).unwrap_or_default();
+                error!(
+                    "the route names policy `{name}`, which is not in `policies`: refused (500)"
+                );
+                let verdict = self.refuse(worker, Denial::UnknownPolicy);
+                let realm = worker.borrow().life.gate().config().accept.realm.clone();
+                if let Verdict::Deny(denial) = verdict {
+                    host::deny(&denial, &realm);
+                }
+                None
+            }
+        }
+    }
+
     /// Hands `credential` to the core: its verdict, or `None` when the request is parked.
     fn decide(&mut self, worker: &Shared, credential: &credentials::Credential) -> Option<Verdict> {
         let now = host::now_ms();
         let decided = {
             let mut w = worker.borrow_mut();
             w.bury();
-            w.life
-                .on_request(&mut HostStore, self.context_id, credential, now)
+            w.life.on_request(
+                &mut HostStore,
+                self.context_id,
+                credential,
+                self.policy,
+                now,
+            )
         };
         if decided.is_some() {
             return decided;
@@ -189,8 +269,11 @@ impl Request {
             content_type: content_type.as_deref(),
             ..RequestView::default()
         };
-        let extracted =
-            credentials::extract(worker.borrow().life.gate().config(), &view, body.as_deref());
+        let extracted = {
+            let w = worker.borrow();
+            let config = w.life.gate().config();
+            credentials::extract(config, config.policy(self.policy), &view, body.as_deref())
+        };
         if let Some(new_body) = &extracted.new_body {
             host::replace_request_body(self.body_size, new_body);
             host::set_request_header("content-length", &new_body.len().to_string());

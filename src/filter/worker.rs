@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use super::host::{self, HostStore};
 use crate::lifecycle::Lifecycle;
-use crate::outcome::{Headers, Verdict};
+use crate::outcome::{Grant, Verdict};
 use crate::upstream::{self, Edit};
 
 pub type Shared = Rc<RefCell<Worker>>;
@@ -149,8 +149,9 @@ pub fn apply(verdict: &Verdict, realm: &str, strip: &[String], resume: bool) {
 }
 
 /// Lets the effective context's request go upstream with `headers` written.
-pub fn allow(headers: &Headers, strip: &[String], resume: bool) {
-    for edit in upstream::edits(strip, headers) {
+pub fn allow(grant: &Grant, strip: &[String], resume: bool) {
+    host::record_outcome(grant.client.as_deref(), "allowed");
+    for edit in upstream::edits(strip, &grant.headers) {
         match edit {
             Edit::Set(name, value) => host::set_request_header(name, value),
             Edit::Remove(name) => host::remove_request_header(name),

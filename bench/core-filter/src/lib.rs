@@ -133,7 +133,7 @@ fn run(input: &[u8]) -> Result<(), String> {
     for credential in [&bearer, &client] {
         let mut allowed = false;
         for _ in 0..8 {
-            match gate.authenticate(&mut store, credential, now_ms, now_ms) {
+            match gate.authenticate(&mut store, credential, 0, now_ms, now_ms) {
                 Step::Fetch(f) => {
                     let body = answer(&f.resource);
                     gate.on_answer(&mut store, &f.resource, Some(200), body.as_bytes(), now_ms);
@@ -163,10 +163,10 @@ fn run(input: &[u8]) -> Result<(), String> {
         },
     );
     time("decide bearer, cached", || {
-        black_box(gate.authenticate(&mut store, &bearer, now_ms, now_ms));
+        black_box(gate.authenticate(&mut store, &bearer, 0, now_ms, now_ms));
     });
     time("decide client credentials, cached", || {
-        black_box(gate.authenticate(&mut store, &client, now_ms, now_ms));
+        black_box(gate.authenticate(&mut store, &client, 0, now_ms, now_ms));
     });
 
     let basic = basic_header("demo-client", "demo-secret");
@@ -182,7 +182,7 @@ fn run(input: &[u8]) -> Result<(), String> {
         };
         time(name, || {
             black_box(
-                credentials::extract(&config, &view, None)
+                credentials::extract(&config, &config.policy, &view, None)
                     .credential
                     .is_ok(),
             );

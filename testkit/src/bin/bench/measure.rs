@@ -354,7 +354,7 @@ mod tests {
             assert!(yaml.contains("port_value: 18601"), "{}", setup.id);
             assert!(yaml.contains("port_value: 18600"), "{}", setup.id);
             let wasm = match setup.template {
-                "oidcgate" => Some("/b/oidcgate.wasm"),
+                "oidcgate" | "oidcgate-routes" => Some("/b/oidcgate.wasm"),
                 "empty-wasm" | "floor-wasm" => Some("/b/empty_filter.wasm"),
                 _ => None,
             };

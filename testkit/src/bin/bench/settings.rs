@@ -46,7 +46,7 @@ const fn setup(
 }
 
 /// Every configuration, in the order of every round.
-pub const SETUPS: [Setup; 10] = [
+pub const SETUPS: [Setup; 11] = [
     setup("none", "no filter", "none", Credential::None),
     setup(
         "empty-wasm",
@@ -85,6 +85,12 @@ pub const SETUPS: [Setup; 10] = [
         "oidcgate-bearer",
         "oidcgate bearer, one token (hot)",
         "oidcgate",
+        Credential::Bearer,
+    ),
+    setup(
+        "oidcgate-routes",
+        "oidcgate bearer, one token (hot), 20 route rules and 5 policies",
+        "oidcgate-routes",
         Credential::Bearer,
     ),
     setup(
