@@ -13,11 +13,27 @@ use crate::outcome::Denial;
 use crate::records::{Bucket, TokenValue};
 use crate::store::SharedStore;
 
-/// A token is not handed out with less life than this left.
-const EXPIRY_MARGIN_MS: u64 = 10_000;
+/// A token that lives less than this is not cached: each request exchanges anew.
+const MIN_CACHED_LIFETIME_MS: u64 = 2_000;
 pub(crate) const TOKEN_ENTRIES: usize = 1024;
 const TOKEN_BYTES: usize = 4 << 20;
 const MAX_REFRESH_QUEUE: usize = 64;
+
+/// How long before `exp` a token stops being handed out, so that it does not expire on its
+/// way to the upstream: a twentieth of its life, between 0.25 s and 10 s.
+pub(crate) fn expiry_margin_ms(lifetime_ms: u64) -> u64 {
+    (lifetime_ms / 20).clamp(250, 10_000)
+}
+
+/// How long before `exp` a token is refreshed: a tenth of its life, at most 5 minutes, and
+/// at least the expiry margin plus a second, for the request that finds it due and the
+/// token endpoint's answer to come before the copy in use is dropped. A token of any
+/// lifetime is so fetched about once per lifetime, and no request waits for the refresh.
+pub(crate) fn refresh_lead_ms(lifetime_ms: u64) -> u64 {
+    (lifetime_ms / 10)
+        .max(expiry_margin_ms(lifetime_ms) + 1_000)
+        .min(300_000)
+}
 
 #[derive(Clone)]
 struct LocalToken {
@@ -40,6 +56,8 @@ pub struct ClientTokens {
     /// cached client's request, so it is computed once per credential, not per request.
     keys: BoundedCache<ClientCredentials, Key>,
     refresh: Vec<(Key, ClientCredentials)>,
+    /// Whether this VM said that the IdP's tokens live too briefly to cache.
+    warned_short: bool,
     /// Monotonic. A miss is one look past this VM's copy (a request waiting for the token
     /// endpoint counts each time it is re-asked).
     pub hits: u64,
@@ -52,6 +70,7 @@ impl ClientTokens {
             local: BoundedCache::new(TOKEN_ENTRIES, TOKEN_BYTES),
             keys: BoundedCache::new(TOKEN_ENTRIES, TOKEN_BYTES),
             refresh: Vec::new(),
+            warned_short: false,
             hits: 0,
             misses: 0,
         }
@@ -71,7 +90,7 @@ impl ClientTokens {
         let idp = &config.idp;
         let key = self.key(idp, client, now_ms);
         let cache = config.accept.cache_tokens;
-        // This VM's copy, still usable (the cache drops it EXPIRY_MARGIN_MS before `exp`).
+        // This VM's copy, still usable (the cache drops it its expiry margin before `exp`).
         let mut local_token = None;
         if cache {
             if let Some(local) = self.local.get(&key, now_ms) {
@@ -91,9 +110,12 @@ impl ClientTokens {
                 token,
                 exp_ms,
                 refresh_at_ms,
-            }) if fresh_enough && now_ms.saturating_add(EXPIRY_MARGIN_MS) < *exp_ms => {
+            }) if fresh_enough
+                && now_ms.saturating_add(margin_of(*exp_ms, entry.fetched_ms)) < *exp_ms =>
+            {
                 let token: Rc<str> = Rc::from(token.as_str());
-                if cache {
+                let lifetime = exp_ms.saturating_sub(entry.fetched_ms);
+                if cache && lifetime >= MIN_CACHED_LIFETIME_MS {
                     let local = LocalToken {
                         token: token.clone(),
                         refresh_at_ms: *refresh_at_ms,
@@ -102,7 +124,7 @@ impl ClientTokens {
                         key,
                         local,
                         token.len() + 64,
-                        exp_ms - EXPIRY_MARGIN_MS,
+                        exp_ms.saturating_sub(margin_of(*exp_ms, entry.fetched_ms)),
                         now_ms,
                     );
                     if now_ms >= *refresh_at_ms && !entry.state.is_busy(now_ms) {
@@ -181,9 +203,14 @@ impl ClientTokens {
             } => {
                 let exp_ms = token_expiry_ms(&access_token, expires_in_s, now_ms);
                 let lifetime = exp_ms.saturating_sub(now_ms);
-                let refresh_at_ms = exp_ms
-                    .saturating_sub((lifetime / 4).max(3 * EXPIRY_MARGIN_MS))
-                    .max(now_ms);
+                if lifetime < MIN_CACHED_LIFETIME_MS && !self.warned_short {
+                    self.warned_short = true;
+                    log::warn!(
+                        "the token endpoint issues tokens that live {lifetime} ms: too short to \
+                         cache, so every request exchanges its credentials (logged once)"
+                    );
+                }
+                let refresh_at_ms = exp_ms.saturating_sub(refresh_lead_ms(lifetime)).max(now_ms);
                 (
                     TokenValue::Issued {
                         token: access_token,
@@ -251,6 +278,11 @@ impl Default for ClientTokens {
     fn default() -> Self {
         ClientTokens::new()
     }
+}
+
+/// The expiry margin of a token fetched at `fetched_ms` that expires at `exp_ms`.
+fn margin_of(exp_ms: u64, fetched_ms: u64) -> u64 {
+    expiry_margin_ms(exp_ms.saturating_sub(fetched_ms))
 }
 
 /// When a fetched token stops being usable: the earlier of `expires_in` and its `exp`.

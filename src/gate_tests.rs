@@ -444,8 +444,11 @@ fn tokens_are_refreshed_ahead_of_expiry_without_making_requests_wait() {
     let first = header(&w.run(&good, T0), "authorization")
         .unwrap()
         .to_string();
-    // Refresh window: the last quarter of the lifetime (100 s).
-    let later = T0 + 301_000;
+    // Refresh window: the last tenth of the lifetime (40 s).
+    let later = T0 + 361_000;
+    let before = done(w.ask(0, &good, later - 2_000, later - 2_000));
+    assert_eq!(header(&before, "authorization"), Some(first.as_str()));
+    assert_eq!(w.tick(later - 2_000), 0, "not due yet");
     let step = done(w.ask(0, &good, later, later));
     assert_eq!(
         header(&step, "authorization"),
@@ -771,4 +774,55 @@ fn a_token_verified_on_one_route_is_judged_on_another_without_verifying_again() 
     // Both policies' claim headers are stripped from every request.
     let strip = w.gate().strip_headers();
     assert!(strip.iter().any(|h| h == "x-client") && strip.iter().any(|h| h == "x-subject"));
+}
+
+#[test]
+fn a_token_of_any_lifetime_is_fetched_about_once_per_lifetime_and_no_request_waits() {
+    for lifetime_s in [5u64, 12, 60, 300, 3600, 86_400] {
+        let mut w = World::new(BASE);
+        w.idp.token_ttl_s = lifetime_s;
+        let c = client("svc", "good");
+        assert!(matches!(w.run(&c, T0), Verdict::Allow(_)), "{lifetime_s} s");
+        let first = w.idp.count("token");
+        assert_eq!(first, 1);
+        // Sixteen requests a lifetime, at least one a minute, for three lifetimes, the timer
+        // running before each (in a VM it runs every 20 ms). A refresh starts when a request
+        // finds its token due, so a client idle through the whole refresh window would wait.
+        let lifetime_ms = lifetime_s * 1000;
+        let step = (lifetime_ms / 16).min(60_000);
+        let mut now = T0;
+        while now < T0 + 3 * lifetime_ms {
+            now += step;
+            w.tick(now);
+            match w.ask(0, &c, now, now) {
+                Step::Done(Verdict::Allow(_)) => {}
+                other => panic!("{lifetime_s} s: at +{} ms: {other:?}", now - T0),
+            }
+        }
+        let calls = w.idp.count("token");
+        assert!(
+            calls <= first + 3,
+            "{lifetime_s} s tokens: {calls} token calls in three lifetimes"
+        );
+        assert!(
+            calls >= first + 2,
+            "{lifetime_s} s tokens: refreshed {calls} times"
+        );
+    }
+}
+
+#[test]
+fn refresh_margins_grow_with_the_lifetime_within_their_bounds() {
+    use crate::client_tokens::{expiry_margin_ms, refresh_lead_ms};
+    for (lifetime_ms, margin, lead) in [
+        (1_000, 250, 1_250),
+        (5_000, 250, 1_250),
+        (12_000, 600, 1_600),
+        (60_000, 3_000, 6_000),
+        (300_000, 10_000, 30_000),
+        (86_400_000, 10_000, 300_000),
+    ] {
+        assert_eq!(expiry_margin_ms(lifetime_ms), margin, "{lifetime_ms}");
+        assert_eq!(refresh_lead_ms(lifetime_ms), lead, "{lifetime_ms}");
+    }
 }
