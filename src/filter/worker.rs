@@ -150,7 +150,7 @@ pub fn apply(verdict: &Verdict, realm: &str, strip: &[String], resume: bool) {
 
 /// Lets the effective context's request go upstream with `headers` written.
 pub fn allow(grant: &Grant, strip: &[String], resume: bool) {
-    host::record_outcome(grant.client.as_deref(), "allowed");
+    host::record_allowed(grant.client.as_deref());
     for edit in upstream::edits(strip, &grant.headers) {
         match edit {
             Edit::Set(name, value) => host::set_request_header(name, value),
