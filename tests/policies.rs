@@ -160,7 +160,7 @@ async fn the_access_log_shows_the_policy_the_client_and_the_reason() {
     .await;
     let want = [
         "id=denied status=403 policy=admin client=- reason=insufficient_scope",
-        "id=allowed status=200 policy=default client=demo-client reason=-",
+        "id=allowed status=200 policy=- client=demo-client reason=-",
         "id=public status=200 policy=open client=- reason=-",
     ];
     let mut log = String::new();

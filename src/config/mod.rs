@@ -18,7 +18,7 @@ pub use accept::{Accept, Sources};
 pub use idp::IdpSettings;
 pub use policy::{ClaimHeader, Policy, Requirement};
 pub use raw::{TokenEndpointAuth, KEYS, POLICY_KEYS};
-pub use routes::{PolicyId, RouteView, Routes};
+pub use routes::{PolicyId, Routes};
 pub use upstream::{is_header_name, TokenHeader, Upstream};
 
 use raw::RawConfig;
@@ -64,6 +64,8 @@ pub struct Config {
     pub policies: Vec<(String, Policy)>,
     pub routes: Routes,
     pub upstream: Upstream,
+    /// Whether any policy reads the query and the body, worked out once.
+    reads: (bool, bool),
 }
 
 /// Past this, generated configuration gone wrong rather than a gateway's policies.
@@ -107,14 +109,22 @@ impl Config {
             return Err(err("policies", format!("at most {MAX_POLICIES}")));
         }
         let names: Vec<String> = policies.iter().map(|(n, _)| n.clone()).collect();
-        Ok(Config {
+        let mut config = Config {
             idp: IdpSettings::from_raw(&raw)?,
             policy: Policy::from_raw(&top, "")?,
             routes: Routes::from_raw(&raw.routes, &names)?,
             policies,
             upstream: Upstream::from_raw(raw.upstream_access_token_header.as_deref())?,
             accept: Accept::from_raw(&raw)?,
-        })
+            reads: (false, false),
+        };
+        let reads_query = config.all_policies().any(|p| {
+            let (cc, bearer) = config.sources(p);
+            cc.query || bearer.query
+        });
+        let reads_body = config.all_policies().any(|p| config.sources(p).0.body);
+        config.reads = (reads_query, reads_body);
+        Ok(config)
     }
 
     /// The policy `id` names; the top-level one for 0 (ids come from this configuration).
@@ -155,15 +165,12 @@ impl Config {
 
     /// Whether the filter reads the request body at all; bodies are buffered only then.
     pub fn reads_body(&self) -> bool {
-        self.all_policies().any(|p| self.sources(p).0.body)
+        self.reads.1
     }
 
     /// Whether a credential may be in the query string, so `:path` must be read.
     pub fn reads_query(&self) -> bool {
-        self.all_policies().any(|p| {
-            let (cc, bearer) = self.sources(p);
-            cc.query || bearer.query
-        })
+        self.reads.0
     }
 }
 

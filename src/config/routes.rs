@@ -38,16 +38,6 @@ struct Route {
     policy: PolicyId,
 }
 
-/// What a request offers to the rules.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RouteView<'a> {
-    /// `:authority`.
-    pub authority: &'a str,
-    /// `:path`, with its query.
-    pub path: &'a str,
-    pub method: &'a str,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     routes: Vec<Route>,
@@ -71,30 +61,38 @@ impl Routes {
         self.routes.is_empty()
     }
 
-    /// Whether any rule looks at the host or the method (else they need not be read).
-    pub fn reads(&self) -> (bool, bool) {
-        (
-            self.routes.iter().any(|r| !r.hosts.is_empty()),
-            self.routes.iter().any(|r| !r.methods.is_empty()),
-        )
-    }
-
-    /// The policy of the first rule `request` matches, if any.
-    pub fn select(&self, request: &RouteView) -> Option<PolicyId> {
-        let path = request
-            .path
-            .split_once('?')
-            .map_or(request.path, |(p, _)| p);
-        let authority = request.authority.to_ascii_lowercase();
-        let name = host_name(&authority);
-        self.routes
-            .iter()
-            .find(|r| {
-                (r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(&authority, name)))
-                    && r.path.matches(path)
-                    && (r.methods.is_empty() || r.methods.iter().any(|m| m == request.method))
-            })
-            .map(|r| r.policy)
+    /// The policy of the first rule the request matches, if any. `path` is `:path` (its
+    /// query is ignored); the authority and the method are asked for only when a rule whose
+    /// path matched looks at them, each at most once: every read is a host call.
+    pub fn select(
+        &self,
+        path: &str,
+        mut authority: impl FnMut() -> String,
+        mut method: impl FnMut() -> String,
+    ) -> Option<PolicyId> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let mut seen_authority: Option<String> = None;
+        let mut seen_method: Option<String> = None;
+        for r in &self.routes {
+            if !r.path.matches(path) {
+                continue;
+            }
+            if !r.methods.is_empty() {
+                let m = seen_method.get_or_insert_with(&mut method);
+                if !r.methods.iter().any(|x| x == m) {
+                    continue;
+                }
+            }
+            if !r.hosts.is_empty() {
+                let a = seen_authority.get_or_insert_with(|| authority().to_ascii_lowercase());
+                let name = host_name(a);
+                if !r.hosts.iter().any(|h| h.matches(a, name)) {
+                    continue;
+                }
+            }
+            return Some(r.policy);
+        }
+        None
     }
 }
 
@@ -216,7 +214,6 @@ fn host(h: &str) -> Option<Host> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::Config;
 
     fn config(routes: &str) -> Config {
@@ -232,11 +229,7 @@ mod tests {
     fn pick(c: &Config, authority: &str, path: &str, method: &str) -> &'static str {
         let id = c
             .routes
-            .select(&RouteView {
-                authority,
-                path,
-                method,
-            })
+            .select(path, || authority.to_string(), || method.to_string())
             .unwrap_or(0);
         match c.policy_name(id) {
             "admin" => "admin",
@@ -277,6 +270,26 @@ mod tests {
                 "{authority} {method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn the_host_and_method_are_read_only_for_a_rule_whose_path_matched() {
+        let c = config(
+            r#"[{"path_prefix":"/a","hosts":["x"],"policy":"admin"},
+                {"path_prefix":"/b","methods":["GET"],"policy":"orders"}]"#,
+        );
+        let reads = std::cell::Cell::new(0);
+        let read = |v: &str| {
+            reads.set(reads.get() + 1);
+            v.to_string()
+        };
+        assert_eq!(c.routes.select("/c", || read("x"), || read("GET")), None);
+        assert_eq!(reads.get(), 0);
+        assert_eq!(
+            c.routes.select("/b", || read("x"), || read("GET")),
+            c.policy_named("orders")
+        );
+        assert_eq!(reads.get(), 1);
     }
 
     #[test]

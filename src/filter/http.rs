@@ -19,7 +19,7 @@ use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
 use super::worker::{allow, deliver, pump, Shared};
-use crate::config::{PolicyId, RouteView};
+use crate::config::PolicyId;
 use crate::credentials::{self, RequestView, MAX_SEARCHED_BODY};
 use crate::log_budget::bounded;
 use crate::outcome::{Denial, Verdict};
@@ -189,46 +189,35 @@ impl Request {
         let picked = {
             let w = worker.borrow();
             let config = w.life.gate().config();
-            match &named {
+            let id = match &named {
                 Some(name) => config.policy_named(name),
-                None => {
-                    let (by_host, by_method) = config.routes.reads();
-                    let authority = match by_host {
-                        true => host::request_header(":authority").unwrap_or_default(),
-                        false => String::new(),
-                    };
-                    let method = match by_method {
-                        true => host::request_header(":method").unwrap_or_default(),
-                        false => String::new(),
-                    };
-                    let view = RouteView {
-                        authority: &authority,
-                        path,
-                        method: &method,
-                    };
-                    Some(config.routes.select(&view).unwrap_or(0))
-                }
+                None => Some(
+                    config
+                        .routes
+                        .select(
+                            path,
+                            || host::request_header(":authority").unwrap_or_default(),
+                            || host::request_header(":method").unwrap_or_default(),
+                        )
+                        .unwrap_or(0),
+                ),
+            };
+            // The top level is left unwritten (`-` in the access log): a host call saved.
+            if let Some(policy) = id.filter(|p| *p != 0) {
+                host::record_policy(config.policy_name(policy));
             }
-            .map(|id| (id, config.policy_name(id).to_string()))
+            id
         };
-        match picked {
-            Some((id, name)) => {
-                host::record_policy(&name);
-                Some(id)
-            }
-            None => {
-                let name = named.as_deref().map(bounded).unwrap_or_default();
-                error!(
-                    "the route names policy `{name}`, which is not in `policies`: refused (500)"
-                );
-                let verdict = self.refuse(worker, Denial::UnknownPolicy);
-                let realm = worker.borrow().life.gate().config().accept.realm.clone();
-                if let Verdict::Deny(denial) = verdict {
-                    host::deny(&denial, &realm);
-                }
-                None
+        if picked.is_none() {
+            let name = named.as_deref().map(bounded).unwrap_or_default();
+            error!("the route names policy `{name}`, which is not in `policies`: refused (500)");
+            let verdict = self.refuse(worker, Denial::UnknownPolicy);
+            let realm = worker.borrow().life.gate().config().accept.realm.clone();
+            if let Verdict::Deny(denial) = verdict {
+                host::deny(&denial, &realm);
             }
         }
+        picked
     }
 
     /// Hands `credential` to the core: its verdict, or `None` when the request is parked.
