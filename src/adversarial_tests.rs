@@ -470,7 +470,10 @@ fn audience_as_an_object_or_another_audience_or_issuer() {
     }
     for extra in [
         json!({"iss": "http://127.0.0.1:9000/oauth2/other"}),
-        json!({"iss": format!("{ISSUER}/")}),
+        // The configured issuer with a slash is the same issuer (discovery says so too), but
+        // not with another path or a prefix of it.
+        json!({"iss": format!("{ISSUER}//")}),
+        json!({"iss": format!("{ISSUER}x")}),
         json!({"iss": [ISSUER]}),
         json!({"iss": null}),
     ] {

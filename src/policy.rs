@@ -135,6 +135,24 @@ mod tests {
     }
 
     #[test]
+    fn an_issuer_configured_with_or_without_its_trailing_slash_accepts_both_spellings() {
+        for configured in ["https://idp/oauth2/default", "https://idp/oauth2/default/"] {
+            let c = Config::parse(format!(r#"{{"issuer":"{configured}"}}"#).as_bytes()).unwrap();
+            for iss in ["https://idp/oauth2/default", "https://idp/oauth2/default/"] {
+                assert_eq!(
+                    authorize(&c, &c.policy, &claims(json!({ "iss": iss }))),
+                    Ok(()),
+                    "{configured} with {iss}"
+                );
+            }
+            assert_eq!(
+                authorize(&c, &c.policy, &claims(json!({"iss": "https://idp/oauth2"}))),
+                Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
+            );
+        }
+    }
+
+    #[test]
     fn client_allow_list_uses_first_present_claim() {
         let c = config(r#","clients_allowed":["svc-a"]"#);
         let check = |v: Value| authorize(&c, &c.policy, &claims(v));

@@ -987,8 +987,15 @@ fn readme_reference_defaults_match_the_parser() {
         row("cache_tokens")[2],
         format!("`{}`", c.accept.cache_tokens)
     );
-    assert_eq!(row("issuers_allowed")[2], "`[issuer]`");
-    assert_eq!(c.accept.issuers_allowed, vec![c.idp.issuer.clone()]);
+    assert_eq!(
+        row("issuers_allowed")[2],
+        "`issuer`, with and without a trailing `/`"
+    );
+    let bare = c.idp.issuer.trim_end_matches('/');
+    assert_eq!(
+        c.accept.issuers_allowed,
+        vec![bare.to_string(), format!("{bare}/")]
+    );
     assert_eq!(row("client_credentials_param_type")[2], "`[\"header\"]`");
     assert_eq!(
         c.sources(&c.policy).0,

@@ -788,3 +788,15 @@ async fn body_credentials_are_stripped_when_the_request_ends_with_trailers() {
     assert_eq!(echoed["body"], "keep=me", "{echoed}");
     assert!(!echoed.to_string().contains("demo-secret"));
 }
+
+#[tokio::test]
+async fn an_issuer_configured_with_a_trailing_slash_still_accepts_its_tokens() {
+    let idp = MockIdp::start().await;
+    let issuer = format!("{}/", idp.issuer());
+    let s = Stack::start(idp, filter_config(json!({ "issuer": issuer })), 1).await;
+    // The mock's tokens carry the issuer without the slash, as Okta's do.
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let t = s.idp.mint(MintSpec::default());
+    assert_eq!(s.bearer(&t).await.status, 200);
+}

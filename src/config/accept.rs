@@ -57,7 +57,12 @@ impl Accept {
                 return Err(err("issuers_allowed", "must not be empty"));
             }
             Some(list) => list.clone(),
-            None => vec![raw.issuer.clone()],
+            // Discovery treats `…/default` and `…/default/` as one issuer, and IdPs differ
+            // on which their tokens carry (Okta: none; Auth0: the slash): both are accepted.
+            None => {
+                let bare = raw.issuer.trim_end_matches('/');
+                vec![bare.to_string(), format!("{bare}/")]
+            }
         };
         let realm = match &raw.realm {
             Some(r)

@@ -36,7 +36,10 @@ fn defaults_follow_the_spec() {
     );
     assert_eq!(
         c.accept.issuers_allowed,
-        vec!["https://idp.example.com/oauth2/default"]
+        vec![
+            "https://idp.example.com/oauth2/default",
+            "https://idp.example.com/oauth2/default/"
+        ]
     );
     assert_eq!(
         c.upstream.token_header,
