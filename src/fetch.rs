@@ -261,7 +261,7 @@ impl Fetcher {
             }
             Err(why) => {
                 self.fail(store, &Resource::Discovery, now_ms);
-                Applied::Failed(format!("discovery {why}"))
+                Applied::Failed(why)
             }
         }
     }

@@ -389,7 +389,7 @@ impl Gate {
             }
             Err(why) => {
                 self.fetcher.fail(store, &Resource::Jwks, now_ms);
-                Applied::Failed(format!("jwks {why}"))
+                Applied::Failed(why)
             }
         }
     }

@@ -23,6 +23,24 @@ pub struct Callout {
 }
 
 impl Callout {
+    /// The URL and upstream it goes to, for log lines: `https://host/path via cluster okta`.
+    /// Neither holds a secret (credentials travel in headers and the body).
+    pub fn describe(&self) -> String {
+        let h = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        format!(
+            "{}://{}{} via `{}`",
+            h(":scheme"),
+            h(":authority"),
+            h(":path"),
+            self.upstream
+        )
+    }
+
     pub fn get(idp: &IdpSettings, url: &HttpUrl) -> Callout {
         Callout {
             upstream: idp.cluster_for(url).to_string(),
@@ -93,10 +111,13 @@ pub fn parse_discovery(
     body: &[u8],
 ) -> Result<Endpoints, String> {
     ok_status(status)?;
-    let doc: DiscoveryDoc = serde_json::from_slice(body)
-        .map_err(|_| "discovery document is not valid JSON".to_string())?;
+    let doc: DiscoveryDoc =
+        serde_json::from_slice(body).map_err(|_| "the document is not valid JSON".to_string())?;
     if doc.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
-        return Err("discovery document is for another issuer".into());
+        return Err(format!(
+            "the document is for issuer `{}`, not the configured `{issuer}`",
+            crate::log_budget::bounded(&doc.issuer)
+        ));
     }
     HttpUrl::parse(&doc.jwks_uri).map_err(|e| format!("jwks_uri {e}"))?;
     if let Some(t) = &doc.token_endpoint {
@@ -256,13 +277,33 @@ mod tests {
         assert!(parse_discovery(iss, Some(500), doc).is_err());
         assert!(parse_discovery(iss, None, doc).is_err());
         assert!(parse_discovery(iss, Some(200), b"<html>").is_err());
-        assert!(parse_discovery("https://other", Some(200), doc).is_err());
+        // The log line names both issuers.
+        assert_eq!(
+            parse_discovery("https://other", Some(200), doc).unwrap_err(),
+            "the document is for issuer `https://idp.example.com/oauth2/default`, not the \
+             configured `https://other`"
+        );
         assert!(parse_discovery(
             iss,
             Some(200),
             br#"{"issuer":"https://idp.example.com/oauth2/default","jwks_uri":"file:///etc"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_callout_describes_its_url_and_upstream_without_its_credentials() {
+        let idp = config(r#","idp_cluster":"okta""#);
+        let url = HttpUrl::parse("https://idp.example.com/oauth2/default/v1/token").unwrap();
+        let client = ClientCredentials {
+            id: "svc".into(),
+            secret: Secret::new("s3cret"),
+        };
+        let described = Callout::token(&idp, &url, &client).describe();
+        assert_eq!(
+            described,
+            "https://idp.example.com/oauth2/default/v1/token via `okta`"
+        );
     }
 
     #[test]

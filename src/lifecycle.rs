@@ -46,6 +46,8 @@ struct Parked {
 
 struct InFlight {
     resource: Resource,
+    /// Where it went, for the log line if it fails.
+    to: String,
     /// The request context that sent it; `None` for the root context.
     owner: Option<u32>,
     sent_ms: u64,
@@ -223,10 +225,12 @@ impl Lifecycle {
 
     /// The host accepted the callout for `resource`, sent from request context `owner`
     /// (`None`: the root); its answer will come as `token`.
-    pub fn on_sent(&mut self, token: u32, resource: Resource, owner: Option<u32>, now_ms: u64) {
+    pub fn on_sent(&mut self, token: u32, fetch: Fetch, owner: Option<u32>, now_ms: u64) {
+        let Fetch { resource, callout } = fetch;
         self.in_flight.insert(
             token,
             InFlight {
+                to: callout.describe(),
                 resource,
                 owner,
                 sent_ms: now_ms,
@@ -236,15 +240,13 @@ impl Lifecycle {
 
     /// The host refused to send the callout (unknown cluster, no resolved host): the same
     /// as an answer that never came.
-    pub fn on_send_failed(
-        &mut self,
-        store: &mut dyn SharedStore,
-        resource: &Resource,
-        now_ms: u64,
-    ) {
+    pub fn on_send_failed(&mut self, store: &mut dyn SharedStore, fetch: &Fetch, now_ms: u64) {
+        let resource = &fetch.resource;
         warn!(
-            "could not send the {} request to the IdP (check idp_cluster)",
-            resource.name()
+            "could not send the {} request to {}: the host refused it (no cluster of that \
+             name, or none of its hosts resolved; check idp_cluster)",
+            resource.name(),
+            fetch.callout.describe()
         );
         self.tally.bump(failed_metric(resource));
         self.gate.on_answer(store, resource, None, b"", now_ms);
@@ -284,7 +286,21 @@ impl Lifecycle {
             }
             Applied::Failed(why) => {
                 self.tally.bump(failed_metric(&flight.resource));
-                warn!("{what} fetch failed: {why}");
+                // Envoy answers a callout it could not complete itself (503 for a refused or
+                // failed connection, TLS included; 504 after the timeout), as if the IdP had.
+                let hint = match status {
+                    None => format!(
+                        " (no answer within {} ms)",
+                        self.gate.config().idp.timeout_ms
+                    ),
+                    Some(503 | 504) => {
+                        " (from the IdP, or from the host when it could not connect \
+                                        or timed out: see the cluster's stats)"
+                            .to_string()
+                    }
+                    Some(_) => String::new(),
+                };
+                warn!("{what} fetch from {} failed: {why}{hint}", flight.to);
             }
         }
         self.rerun(store, now_ms, Some(&flight.resource));

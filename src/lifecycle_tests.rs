@@ -37,13 +37,12 @@ impl Vm {
     fn send_from(&mut self, store: &mut MemStore, owner: Option<u32>, now_ms: u64, refuse: bool) {
         while let Some(fetch) = self.life.next_fetch(owner.is_none()) {
             if refuse {
-                self.life.on_send_failed(store, &fetch.resource, now_ms);
+                self.life.on_send_failed(store, &fetch, now_ms);
                 continue;
             }
             let token = self.next_token;
             self.next_token += 1;
-            self.life
-                .on_sent(token, fetch.resource.clone(), owner, now_ms);
+            self.life.on_sent(token, fetch.clone(), owner, now_ms);
             self.sent.push((token, fetch));
         }
     }

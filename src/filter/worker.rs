@@ -90,8 +90,8 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
             let mut w = shared.borrow_mut();
             let now = w.now_ms();
             match sent {
-                Ok(token) => w.life.on_sent(token, fetch.resource, owner, now),
-                Err(_) => w.life.on_send_failed(&mut HostStore, &fetch.resource, now),
+                Ok(token) => w.life.on_sent(token, fetch, owner, now),
+                Err(_) => w.life.on_send_failed(&mut HostStore, &fetch, now),
             }
         }
         loop {
