@@ -76,9 +76,30 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            let inner = e.inner();
+            if matches!(
+                inner.classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            ) {
+                return err(
+                    "(json)",
+                    format!(
+                        "not valid JSON at line {}, column {}: {}",
+                        inner.line(),
+                        inner.column(),
+                        short_serde_reason(&inner.to_string())
+                    ),
+                );
+            }
+            let message = inner.to_string();
+            let named = named_field(&message);
             let key = if path == "." {
-                // Unknown fields and a non-object document are reported on the root.
-                unknown_field(&e.inner().to_string()).unwrap_or_else(|| "(root)".to_string())
+                // Unknown and repeated fields, and a non-object document, are reported on
+                // the root.
+                named.clone().unwrap_or_else(|| "(root)".to_string())
+            } else if named.is_some() && path.starts_with("policies.") {
+                // A key inside a policy: serde's path is `policies.<name>.<key>`.
+                path.clone()
             } else {
                 path.split(['.', '['])
                     .next()
@@ -91,7 +112,18 @@ impl Config {
             } else {
                 key
             };
-            err(&key, short_serde_reason(&e.inner().to_string()))
+            let mut reason = short_serde_reason(&message);
+            if message.starts_with("unknown field") {
+                let known = if path.starts_with("policies.") {
+                    POLICY_KEYS
+                } else {
+                    KEYS
+                };
+                if let Some(close) = named.as_deref().and_then(|n| nearest(n, known)) {
+                    reason.push_str(&format!("; did you mean `{close}`?"));
+                }
+            }
+            err(&key, reason)
         })?;
         Policy::check_kong_client(&raw)?;
         let top = raw.top_policy();
@@ -174,19 +206,70 @@ impl Config {
     }
 }
 
-fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+/// The key serde names in an unknown-field or duplicate-field message.
+fn named_field(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?;
     rest.split('`').next().map(str::to_string)
+}
+
+/// The known key a typo most likely meant: at most two edits away.
+fn nearest<'a>(typo: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut prev = row.first().copied().unwrap_or(0);
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let (Some(&up), Some(&left)) = (row.get(j + 1), row.get(j)) else {
+                continue;
+            };
+            let cost = usize::from(ca != *cb);
+            let value = (up + 1).min(left + 1).min(prev + cost);
+            prev = up;
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = value;
+            }
+        }
+    }
+    row.last().copied().unwrap_or(0)
 }
 
 /// serde's messages end with a position and, for unknown keys, the list of every key; the
 /// log line should stay one short line.
 fn short_serde_reason(message: &str) -> String {
     let without_pos = message.split(" at line ").next().unwrap_or(message);
-    match without_pos.split_once(", expected one of") {
-        Some((head, _)) => head.to_string(),
-        None => without_pos.to_string(),
-    }
+    // Unknown fields come with the list of every key: too long for one line (a suggestion
+    // follows instead). Unknown values keep theirs: it is short, and the fix.
+    let short = match without_pos.split_once(", expected one of") {
+        Some((head, _)) if head.starts_with("unknown field") => head.to_string(),
+        _ => without_pos.to_string(),
+    };
+    // Say types as JSON does, not as Rust does.
+    [
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+        ("expected struct RawPolicy", "expected an object"),
+        ("expected struct RawRoute", "expected an object"),
+        ("expected a boolean", "expected true or false"),
+    ]
+    .iter()
+    .fold(short, |s, (rust, json)| s.replace(rust, json))
 }
 
 #[cfg(test)]

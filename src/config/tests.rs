@@ -336,7 +336,7 @@ fn a_policy_keeps_every_key_it_leaves_out_and_errors_name_the_policy() {
         ),
         (
             r#"{"issuer":"http://i","policies":{"p":{"issuer":"http://x"}}}"#,
-            "policies",
+            "policies.p.issuer",
         ),
         (
             r#"{"issuer":"http://i","policies":{"p":{"upstream_headers_claims":["a"]}}}"#,
@@ -346,4 +346,46 @@ fn a_policy_keeps_every_key_it_leaves_out_and_errors_name_the_policy() {
     ] {
         assert_eq!(key_of(json), key, "{json}");
     }
+}
+
+#[test]
+fn configuration_errors_read_as_an_operator_wrote_the_json() {
+    let line = |json: &str| parse(json).unwrap_err().to_string();
+    // A syntax error keeps where it is.
+    assert_eq!(
+        line("{\"issuer\":\"http://i\",\n \"timeout\": 5,\n}"),
+        "invalid configuration: `(json)`: not valid JSON at line 3, column 1: trailing comma"
+    );
+    // Types as JSON says them.
+    assert_eq!(
+        line(r#"{"issuer":"http://i","leeway":"soon"}"#),
+        "invalid configuration: `leeway`: invalid type: string \"soon\", expected a whole number"
+    );
+    assert_eq!(
+        line(r#"{"issuer":"http://i","scopes_required":"read"}"#),
+        "invalid configuration: `scopes_required`: invalid type: string \"read\", expected an array"
+    );
+    // A typo names what was probably meant, also inside a policy.
+    assert_eq!(
+        line(r#"{"issuer":"http://i","audiences_required":["x"]}"#),
+        "invalid configuration: `audiences_required`: unknown field `audiences_required`; did you mean `audience_required`?"
+    );
+    assert_eq!(
+        line(r#"{"issuer":"http://i","policies":{"p":{"scope_required":["x"]}}}"#),
+        "invalid configuration: `policies.p.scope_required`: unknown field `scope_required`; did you mean `scopes_required`?"
+    );
+    assert!(!line(r#"{"issuer":"http://i","zzzzzz":1}"#).contains("did you mean"));
+    // A repeated key is named, not reported on the root.
+    assert_eq!(
+        parse(r#"{"issuer":"http://i","timeout":5,"timeout":6}"#)
+            .unwrap_err()
+            .key,
+        "timeout"
+    );
+    // An unknown value keeps the list of the known ones: it is short, and the fix.
+    let unknown = line(r#"{"issuer":"http://i","auth_methods":["password"]}"#);
+    assert!(
+        unknown.ends_with("unknown variant `password`, expected `client_credentials` or `bearer`"),
+        "{unknown}"
+    );
 }
