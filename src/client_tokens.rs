@@ -58,8 +58,8 @@ pub struct ClientTokens {
     refresh: Vec<(Key, ClientCredentials)>,
     /// Whether this VM said that the IdP's tokens live too briefly to cache.
     warned_short: bool,
-    /// Monotonic. A miss is one look past this VM's copy (a request waiting for the token
-    /// endpoint counts each time it is re-asked).
+    /// Monotonic. A miss is a request that found no usable copy in this VM when it arrived
+    /// (re-asking a waiting request counts nothing more).
     pub hits: u64,
     pub misses: u64,
 }
@@ -102,7 +102,10 @@ impl ClientTokens {
                 local_token = Some(local.token.clone());
             }
         }
-        self.misses += 1;
+        // A request re-asked while it waits for the token endpoint is one miss, not one a look.
+        if started_ms == now_ms {
+            self.misses += 1;
+        }
         let entry = fetcher.layout().token_entry(store, &key);
         let fresh_enough = cache || entry.fetched_ms >= started_ms;
         match &entry.value {

@@ -423,8 +423,10 @@ impl Lifecycle {
             Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
             Denial::UnknownPolicy => "oidcgate.denied.unknown_policy",
         });
-        if let Denial::InsufficientScope(rule) = denial {
-            self.tally.bump(rule.counter());
+        match denial {
+            Denial::InsufficientScope(rule) => self.tally.bump(rule.counter()),
+            Denial::InvalidToken(problem) => self.tally.bump(problem.counter()),
+            _ => {}
         }
         match self.denial_log.admit(now_ms) {
             Admit::Suppress => return,

@@ -350,3 +350,28 @@ fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes
     assert_eq!(vm.verdicts().len(), 1);
     assert_eq!(vm.life.parked(), 999);
 }
+
+#[test]
+fn a_request_waiting_for_its_token_is_one_token_miss_however_often_it_is_asked() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    vm.life.on_request(
+        &mut w.store,
+        1,
+        &bearer(&token("rsa-1", json!({}))),
+        0,
+        Some(T0),
+    );
+    vm.settle(&mut w.store, &mut w.idp, T0);
+    vm.verdicts();
+    let c = client("svc", "good");
+    assert_eq!(vm.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
+    vm.send(&mut w.store, T0, false);
+    // Ticks re-ask while the token endpoint is slow, then the answer comes.
+    for t in 1..5 {
+        vm.life.on_tick(&mut w.store, T0 + t * 20);
+    }
+    vm.answer_one(&mut w.store, &mut w.idp, T0 + 100);
+    assert!(matches!(vm.verdicts().as_slice(), [(2, Verdict::Allow(_))]));
+    assert_eq!(vm.life.gate().counters().token_misses, 1);
+}

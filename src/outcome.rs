@@ -55,6 +55,23 @@ impl TokenProblem {
         TokenProblem::ClientNotAllowed,
     ];
 
+    /// The counter of its denials.
+    pub fn counter(self) -> &'static str {
+        match self {
+            TokenProblem::TooLarge => "oidcgate.denied.invalid_token.token_too_large",
+            TokenProblem::Malformed => "oidcgate.denied.invalid_token.malformed",
+            TokenProblem::DisallowedAlgorithm => "oidcgate.denied.invalid_token.disallowed_alg",
+            TokenProblem::UnknownKey => "oidcgate.denied.invalid_token.unknown_kid",
+            TokenProblem::BadSignature => "oidcgate.denied.invalid_token.bad_signature",
+            TokenProblem::Expired => "oidcgate.denied.invalid_token.expired",
+            TokenProblem::NotYetValid => "oidcgate.denied.invalid_token.not_yet_valid",
+            TokenProblem::IssuedInFuture => "oidcgate.denied.invalid_token.iat_in_future",
+            TokenProblem::MissingExpiry => "oidcgate.denied.invalid_token.missing_exp",
+            TokenProblem::WrongIssuer => "oidcgate.denied.invalid_token.wrong_issuer",
+            TokenProblem::ClientNotAllowed => "oidcgate.denied.invalid_token.client_not_allowed",
+        }
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             TokenProblem::TooLarge => "token_too_large",
@@ -247,6 +264,16 @@ mod tests {
         let codes: std::collections::BTreeSet<&str> =
             TokenProblem::ALL.iter().map(|p| p.code()).collect();
         assert_eq!(codes.len(), TokenProblem::ALL.len());
+        for p in TokenProblem::ALL {
+            assert_eq!(
+                p.counter(),
+                format!("oidcgate.denied.invalid_token.{}", p.code())
+            );
+            assert!(crate::tally::COUNTERS.contains(&p.counter()), "{p:?}");
+        }
+        for rule in ClaimRule::ALL {
+            assert!(crate::tally::COUNTERS.contains(&rule.counter()), "{rule:?}");
+        }
         // A new variant must be added to ALL: this match stops compiling otherwise.
         for p in TokenProblem::ALL {
             match p {

@@ -8,10 +8,21 @@ use std::collections::BTreeMap;
 const MAX_SAMPLES: usize = 256;
 
 /// Every counter name, so all exist (at zero) from the start and dashboards see them.
-pub const COUNTERS: [&str; 25] = [
+pub const COUNTERS: [&str; 36] = [
     "oidcgate.allowed",
     "oidcgate.denied.missing",
     "oidcgate.denied.invalid_token",
+    "oidcgate.denied.invalid_token.token_too_large",
+    "oidcgate.denied.invalid_token.malformed",
+    "oidcgate.denied.invalid_token.disallowed_alg",
+    "oidcgate.denied.invalid_token.unknown_kid",
+    "oidcgate.denied.invalid_token.bad_signature",
+    "oidcgate.denied.invalid_token.expired",
+    "oidcgate.denied.invalid_token.not_yet_valid",
+    "oidcgate.denied.invalid_token.iat_in_future",
+    "oidcgate.denied.invalid_token.missing_exp",
+    "oidcgate.denied.invalid_token.wrong_issuer",
+    "oidcgate.denied.invalid_token.client_not_allowed",
     "oidcgate.denied.invalid_client",
     "oidcgate.denied.insufficient_scope",
     "oidcgate.denied.insufficient_scope.audience",
