@@ -65,6 +65,8 @@ pub struct Gate {
     clients: ClientTokens,
     fetcher: Fetcher,
     purged_ms: u64,
+    /// Why the last decision refused, in the token's own values, for its log line.
+    detail: Option<String>,
 }
 
 impl Gate {
@@ -104,6 +106,7 @@ impl Gate {
             clients: ClientTokens::new(),
             fetcher,
             purged_ms: 0,
+            detail: None,
         }
     }
 
@@ -129,6 +132,11 @@ impl Gate {
     /// the caller's credential and every header the filter itself writes.
     pub fn strip_headers(&self) -> Rc<[String]> {
         self.strip.clone()
+    }
+
+    /// What the last refusal decided (not answered from the cache) found in the token.
+    pub fn take_detail(&mut self) -> Option<String> {
+        self.detail.take()
     }
 
     /// Where this configuration's shared records are.
@@ -189,7 +197,10 @@ impl Gate {
         let rules = config.policy(policy);
         let verdict = match policy::authorize(config, rules, &verified.claims) {
             Ok(()) => Verdict::Allow(self.grant(token, policy, &verified.claims)),
-            Err(denial) => Verdict::Deny(denial),
+            Err(denial) => {
+                self.detail = policy::explain(config, rules, &verified.claims, &denial);
+                Verdict::Deny(denial)
+            }
         };
         let size = token.len()
             + 128

@@ -429,7 +429,10 @@ impl Lifecycle {
             _ => {}
         }
         match self.denial_log.admit(now_ms) {
-            Admit::Suppress => return,
+            Admit::Suppress => {
+                self.gate.take_detail();
+                return;
+            }
             Admit::Log { suppressed } => log_suppressed(suppressed),
         }
         // Who, without the secret or the token: the client id, or a short hash of the token.
@@ -438,8 +441,13 @@ impl Lifecycle {
             Some(Credential::Bearer(t)) => format!("token={}", log_tag(t)),
             None => "credential=none".to_string(),
         };
+        let detail = self
+            .gate
+            .take_detail()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
         info!(
-            "denied {} status={} {who} ctx={context}",
+            "denied {} status={} {who} ctx={context}{detail}",
             denial,
             denial.status()
         );

@@ -40,6 +40,62 @@ pub fn authorize(
     Ok(())
 }
 
+/// What the token had beside what `denial` required, for the log line: none of it is a
+/// secret, and the token's side is escaped and cut short, as all caller-controlled text.
+pub fn explain(
+    config: &Config,
+    policy: &Policy,
+    claims: &Map<String, Value>,
+    denial: &Denial,
+) -> Option<String> {
+    let shown = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => format!("`{}`", crate::log_budget::bounded(s)),
+        Some(other) => crate::log_budget::bounded(&other.to_string()),
+        None => "none".to_string(),
+    };
+    match denial {
+        Denial::InvalidToken(TokenProblem::WrongIssuer) => Some(format!(
+            "iss {}, allowed {:?}",
+            shown(claims.get("iss")),
+            config.accept.issuers_allowed
+        )),
+        Denial::InvalidToken(TokenProblem::ClientNotAllowed) => Some(format!(
+            "client {}, allowed {:?}",
+            crate::log_budget::bounded(client_of(claims).unwrap_or("none")),
+            policy.clients_allowed.as_deref().unwrap_or_default()
+        )),
+        Denial::InsufficientScope(ClaimRule::ForbiddenClaim) => {
+            let present: Vec<&str> = policy
+                .claims_forbidden
+                .iter()
+                .filter(|n| claims.contains_key(n.as_str()))
+                .map(String::as_str)
+                .collect();
+            Some(format!("carries {present:?}"))
+        }
+        Denial::InsufficientScope(rule) => {
+            let r = policy.requirements.iter().find(|r| r.rule == *rule)?;
+            let (path, found) = r
+                .paths
+                .iter()
+                .find_map(|p| values(claims, p).map(|v| (p, v)))
+                .map_or_else(
+                    || (r.paths.first(), "none".to_string()),
+                    |(p, v)| {
+                        (
+                            Some(p),
+                            format!("`{}`", crate::log_budget::bounded(&v.join(" "))),
+                        )
+                    },
+                );
+            let path = path.map(|p| p.join(".")).unwrap_or_default();
+            let wanted: Vec<String> = r.any_of.iter().map(|all| all.join(" ")).collect();
+            Some(format!("{path} has {found}, required one of {wanted:?}"))
+        }
+        _ => None,
+    }
+}
+
 /// The token's client: the first present of `client_id` (RFC 9068), `cid` (Okta), `azp`
 /// and `sub` (other IdPs). A token cannot pick the claim that suits it.
 pub fn client_of(claims: &Map<String, Value>) -> Option<&str> {
@@ -150,6 +206,41 @@ mod tests {
                 Err(Denial::InvalidToken(TokenProblem::WrongIssuer))
             );
         }
+    }
+
+    #[test]
+    fn a_refusal_is_explained_with_what_the_token_had_and_what_was_required() {
+        let c = config(
+            r#","clients_allowed":["svc"],"groups_claim":["realm","groups"],"groups_required":["ops oncall","admin"],"claims_forbidden":["act"]"#,
+        );
+        let why = |v: Value| {
+            let claims = claims(v);
+            let denial = authorize(&c, &c.policy, &claims).unwrap_err();
+            explain(&c, &c.policy, &claims, &denial).unwrap()
+        };
+        assert_eq!(
+            why(json!({"iss": "https://evil", "cid": "svc"})),
+            r#"iss `https://evil`, allowed ["https://idp", "https://idp/"]"#
+        );
+        assert_eq!(
+            why(json!({"cid": "intruder\n"})),
+            r#"client intruder\n, allowed ["svc"]"#
+        );
+        assert_eq!(
+            why(json!({"cid": "svc", "realm": {"groups": ["ops"]}})),
+            r#"realm.groups has `ops`, required one of ["ops oncall", "admin"]"#
+        );
+        assert_eq!(
+            why(json!({"cid": "svc"})),
+            r#"realm.groups has none, required one of ["ops oncall", "admin"]"#
+        );
+        assert_eq!(
+            why(json!({"cid": "svc", "realm": {"groups": ["admin"]}, "act": {}})),
+            r#"carries ["act"]"#
+        );
+        // Whatever the token holds, the line stays short.
+        let long = "g".repeat(10_000);
+        assert!(why(json!({"cid": "svc", "realm": {"groups": [long]}})).len() < 200);
     }
 
     #[test]

@@ -187,6 +187,11 @@ async fn the_log_line_and_a_counter_name_the_rule_that_failed() {
             "{key} not in the log"
         );
     }
+    // The first refusal of a token says what it had beside what was required.
+    assert!(
+        log.contains(r#"groups has none, required one of ["admins"]"#),
+        "{log}"
+    );
 }
 
 #[tokio::test]
