@@ -12,6 +12,8 @@
 //!                 ├─► past started + timeout ─► 503
 //!                 └─► still waiting (asked again on the next event)
 //!  on_gone ─► forgotten; what it was waiting for is fetched on regardless
+//!  headers without a credential, body may hold one ─► await_body ─► on_body (the adapter
+//!                 reads it and calls on_request) │ past timeout ─► 401 (body_wait)
 //! ```
 //!
 //! The discovery document and the key set serve every caller, so their fetches go out from
