@@ -271,7 +271,13 @@ impl Lifecycle {
         let applied = self
             .gate
             .on_answer(store, &flight.resource, status, body, now_ms);
-        self.tally.latency(now_ms.saturating_sub(flight.sent_ms));
+        let histogram = match flight.resource {
+            Resource::Discovery => "oidcgate.idp.discovery.latency_ms",
+            Resource::Jwks => "oidcgate.idp.jwks.latency_ms",
+            Resource::Token(_) => "oidcgate.idp.token.latency_ms",
+        };
+        self.tally
+            .latency(histogram, now_ms.saturating_sub(flight.sent_ms));
         let what = flight.resource.name();
         match applied {
             Applied::Stored => {

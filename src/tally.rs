@@ -50,17 +50,28 @@ pub const COUNTERS: [&str; 36] = [
 #[derive(Debug, Default)]
 pub struct Tally {
     counts: BTreeMap<&'static str, u64>,
-    latencies_ms: Vec<u64>,
+    /// (histogram, ms): each callout's latency, under its endpoint's histogram.
+    latencies_ms: Vec<(&'static str, u64)>,
 }
+
+/// The IdP latency histograms: every callout, and per endpoint.
+pub const HISTOGRAMS: [&str; 4] = [
+    "oidcgate.idp.latency_ms",
+    "oidcgate.idp.discovery.latency_ms",
+    "oidcgate.idp.jwks.latency_ms",
+    "oidcgate.idp.token.latency_ms",
+];
 
 impl Tally {
     pub fn bump(&mut self, name: &'static str) {
         *self.counts.entry(name).or_default() += 1;
     }
 
-    pub fn latency(&mut self, ms: u64) {
-        if self.latencies_ms.len() < MAX_SAMPLES {
-            self.latencies_ms.push(ms);
+    /// A callout's latency, in `histogram` (one of [`HISTOGRAMS`]) and in the overall one.
+    pub fn latency(&mut self, histogram: &'static str, ms: u64) {
+        if self.latencies_ms.len() + 2 <= MAX_SAMPLES {
+            self.latencies_ms.push((HISTOGRAMS[0], ms));
+            self.latencies_ms.push((histogram, ms));
         }
     }
 
@@ -69,10 +80,33 @@ impl Tally {
     }
 
     /// Hands over everything counted and sampled, leaving the tally empty.
-    pub fn take(&mut self) -> (BTreeMap<&'static str, u64>, Vec<u64>) {
+    pub fn take(&mut self) -> (BTreeMap<&'static str, u64>, Vec<(&'static str, u64)>) {
         (
             std::mem::take(&mut self.counts),
             std::mem::take(&mut self.latencies_ms),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latency_goes_to_its_endpoint_and_to_the_overall_histogram_and_samples_are_bounded() {
+        let mut t = Tally::default();
+        t.latency("oidcgate.idp.token.latency_ms", 7);
+        let (_, samples) = t.take();
+        assert_eq!(
+            samples,
+            vec![
+                ("oidcgate.idp.latency_ms", 7),
+                ("oidcgate.idp.token.latency_ms", 7)
+            ]
+        );
+        for ms in 0..10_000 {
+            t.latency("oidcgate.idp.jwks.latency_ms", ms);
+        }
+        assert!(t.take().1.len() <= MAX_SAMPLES);
     }
 }

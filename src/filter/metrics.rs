@@ -7,11 +7,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::gate::Counters;
-use crate::tally::{Tally, COUNTERS};
+use crate::tally::{Tally, COUNTERS, HISTOGRAMS};
 
 pub struct Metrics {
     ids: BTreeMap<&'static str, u32>,
-    latency: Option<u32>,
+    histograms: BTreeMap<&'static str, u32>,
     reported: Counters,
 }
 
@@ -25,11 +25,17 @@ impl Metrics {
                     .map(|id| (*name, id))
             })
             .collect();
-        let latency =
-            hostcalls::define_metric(MetricType::Histogram, "oidcgate.idp.latency_ms").ok();
+        let histograms = HISTOGRAMS
+            .iter()
+            .filter_map(|name| {
+                hostcalls::define_metric(MetricType::Histogram, name)
+                    .ok()
+                    .map(|id| (*name, id))
+            })
+            .collect();
         Metrics {
             ids,
-            latency,
+            histograms,
             reported: Counters::default(),
         }
     }
@@ -62,9 +68,9 @@ impl Metrics {
         for (name, delta) in counts {
             self.add(name, delta);
         }
-        if let Some(id) = self.latency {
-            for ms in latencies_ms {
-                let _ = hostcalls::record_metric(id, ms);
+        for (histogram, ms) in latencies_ms {
+            if let Some(id) = self.histograms.get(histogram) {
+                let _ = hostcalls::record_metric(*id, ms);
             }
         }
     }
