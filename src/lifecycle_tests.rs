@@ -71,6 +71,14 @@ impl Vm {
     fn verdicts(&mut self) -> Vec<(u32, Verdict)> {
         std::iter::from_fn(|| self.life.next_verdict()).collect()
     }
+
+    /// Discovery and the key set in place: a first bearer request (context 1) decided.
+    fn warm_up(&mut self, w: &mut World) {
+        let t = bearer(&token("rsa-1", json!({})));
+        self.life.on_request(&mut w.store, 1, &t, 0, Some(T0));
+        self.settle(&mut w.store, &mut w.idp, T0);
+        self.verdicts();
+    }
 }
 
 fn world() -> World {
@@ -216,15 +224,7 @@ fn without_a_clock_a_request_is_refused() {
 fn a_caller_that_goes_away_cannot_hold_key_rotation_off() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
-    vm.life.on_request(
-        &mut w.store,
-        1,
-        &bearer(&token("rsa-1", json!({}))),
-        0,
-        Some(T0),
-    );
-    vm.settle(&mut w.store, &mut w.idp, T0);
-    vm.verdicts();
+    vm.warm_up(&mut w);
     // The IdP rotates to rsa-2. A caller with an unknown kid starts the refetch and resets
     // its connection before the answer.
     w.idp.keys = vec!["rsa-2"];
@@ -317,15 +317,7 @@ fn reads_during(store: &mut MemStore, f: impl FnOnce(&mut Counting<'_>)) -> usiz
 fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes_one() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
-    vm.life.on_request(
-        &mut w.store,
-        1,
-        &bearer(&token("rsa-1", json!({}))),
-        0,
-        Some(T0),
-    );
-    vm.settle(&mut w.store, &mut w.idp, T0);
-    vm.verdicts();
+    vm.warm_up(&mut w);
     // The token endpoint hangs: a thousand distinct clients park, each with its own fetch.
     for i in 0..1000u32 {
         let c = client(&format!("c{i}"), "s");
@@ -355,15 +347,7 @@ fn a_thousand_parked_requests_cost_no_shared_reads_per_tick_and_one_answer_wakes
 fn a_request_waiting_for_its_token_is_one_token_miss_however_often_it_is_asked() {
     let mut w = world();
     let mut vm = Vm::new(&mut w);
-    vm.life.on_request(
-        &mut w.store,
-        1,
-        &bearer(&token("rsa-1", json!({}))),
-        0,
-        Some(T0),
-    );
-    vm.settle(&mut w.store, &mut w.idp, T0);
-    vm.verdicts();
+    vm.warm_up(&mut w);
     let c = client("svc", "good");
     assert_eq!(vm.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
     vm.send(&mut w.store, T0, false);

@@ -59,6 +59,13 @@ async fn stack() -> Stack {
     Stack::start_with(MockIdp::start().await, opts).await
 }
 
+/// `POST /api` with a form body.
+fn form_post(s: &Stack) -> reqwest::RequestBuilder {
+    s.http
+        .post(s.envoy.url("/api"))
+        .header("content-type", "application/x-www-form-urlencoded")
+}
+
 const FORM: &str =
     "client_id=demo-client&keep=me&client_secret=demo-secret&grant_type=client_credentials";
 
@@ -75,14 +82,7 @@ fn assert_forwarded_without_the_secret(a: &Answer, body: &str) {
 #[tokio::test]
 async fn form_and_json_body_credentials_are_exchanged_stripped_and_reframed() {
     let s = stack().await;
-    let a = s
-        .send(
-            s.http
-                .post(s.envoy.url("/api"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(FORM),
-        )
-        .await;
+    let a = s.send(form_post(&s).body(FORM)).await;
     assert_forwarded_without_the_secret(&a, "keep=me");
     // The headers were held until the body was read: its new length is exact.
     assert_eq!(a.upstream("content-length"), Some("7"));
@@ -111,12 +111,7 @@ async fn a_chunked_body_in_several_pieces_is_read_whole() {
         .collect();
     let stream = futures::stream::iter(pieces);
     let a = s
-        .send(
-            s.http
-                .post(s.envoy.url("/api"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(reqwest::Body::wrap_stream(stream)),
-        )
+        .send(form_post(&s).body(reqwest::Body::wrap_stream(stream)))
         .await;
     assert_forwarded_without_the_secret(&a, "keep=me");
 }
@@ -125,12 +120,7 @@ async fn a_chunked_body_in_several_pieces_is_read_whole() {
 async fn a_wrong_secret_in_the_body_is_401_invalid_client_and_nothing_goes_upstream() {
     let s = stack().await;
     let a = s
-        .send(
-            s.http
-                .post(s.envoy.url("/api"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("client_id=demo-client&client_secret=wrong"),
-        )
+        .send(form_post(&s).body("client_id=demo-client&client_secret=wrong"))
         .await;
     assert_eq!(a.status, 401, "{:?}", a.body);
     assert!(a.www_authenticate().contains("error=\"invalid_client\""));
@@ -142,12 +132,7 @@ async fn a_body_over_the_bound_is_not_searched_and_is_401() {
     let s = stack().await;
     let padding = "x".repeat(70 * 1024);
     let a = s
-        .send(
-            s.http
-                .post(s.envoy.url("/api"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("pad={padding}&{FORM}")),
-        )
+        .send(form_post(&s).body(format!("pad={padding}&{FORM}")))
         .await;
     assert_eq!(a.status, 401, "{:?}", a.body);
     assert_eq!(s.echo.requests(), 0);
@@ -177,10 +162,8 @@ async fn a_body_arriving_while_the_verdict_waits_on_the_idp_is_held_not_forwarde
     );
     let right = s
         .send(
-            s.http
-                .post(s.envoy.url("/api"))
+            form_post(&s)
                 .basic_auth("demo-client", Some("demo-secret"))
-                .header("content-type", "application/x-www-form-urlencoded")
                 .body("keep=me&client_secret=demo-secret"),
         )
         .await;
@@ -193,10 +176,8 @@ async fn a_header_credential_still_decides_and_the_body_is_stripped() {
     let s = stack().await;
     let a = s
         .send(
-            s.http
-                .post(s.envoy.url("/api"))
+            form_post(&s)
                 .basic_auth("demo-client", Some("demo-secret"))
-                .header("content-type", "application/x-www-form-urlencoded")
                 .body(FORM),
         )
         .await;

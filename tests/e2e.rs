@@ -612,19 +612,6 @@ async fn logs_never_hold_a_secret_or_a_whole_token() {
     }
 }
 
-/// Counters flush on the root's 20 ms tick; wait until `name` reaches `want`.
-async fn stat_reaches(envoy: &Envoy, name: &str, want: u64) -> u64 {
-    let mut last = 0;
-    for _ in 0..100 {
-        last = envoy.stats().await.get(name).copied().unwrap_or(0);
-        if last >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    last
-}
-
 #[tokio::test]
 async fn metrics_move_as_requests_are_allowed_and_denied() {
     let s = stack_with(json!({"scopes_required": ["read"]}), 1).await;
@@ -653,7 +640,7 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
         ("idp.discovery.ok", 1),
     ] {
         assert_eq!(
-            stat_reaches(&s.envoy, &format!("{p}.{name}"), want).await,
+            s.envoy.stat_reaches(&format!("{p}.{name}"), want).await,
             want,
             "{p}.{name}"
         );
@@ -666,7 +653,7 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
         "cache.verify.miss",
     ] {
         assert!(
-            stat_reaches(&s.envoy, &format!("{p}.{name}"), 1).await >= 1,
+            s.envoy.stat_reaches(&format!("{p}.{name}"), 1).await >= 1,
             "{p}.{name}"
         );
     }

@@ -11,8 +11,6 @@
     clippy::panic
 )]
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use testkit::echo::Echo;
 use testkit::envoy::{Envoy, EnvoyOpts};
@@ -129,19 +127,6 @@ async fn groups_and_roles_by_claim_path_and_forbidden_claims() {
     );
 }
 
-/// Counters flush on the root's tick; waits until `name` reaches `want`.
-async fn stat_reaches(envoy: &Envoy, name: &str, want: u64) -> u64 {
-    let mut last = 0;
-    for _ in 0..100 {
-        last = envoy.stats().await.get(name).copied().unwrap_or(0);
-        if last >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    last
-}
-
 #[tokio::test]
 async fn the_log_line_and_a_counter_name_the_rule_that_failed() {
     let s = stack(json!({
@@ -167,13 +152,13 @@ async fn the_log_line_and_a_counter_name_the_rule_that_failed() {
         };
         assert_403(&s.bearer(&s.idp.mint(spec)).await, drop);
         let name = format!("wasmcustom.oidcgate.denied.insufficient_scope.{key}");
-        assert_eq!(stat_reaches(&s.envoy, &name, 1).await, 1, "{name}");
+        assert_eq!(s.envoy.stat_reaches(&name, 1).await, 1, "{name}");
     }
     let mut acting = all.clone();
     acting["act"] = json!({"sub": "x"});
     assert_403(&s.bearer(&token(&s, acting)).await, "act");
     let name = "wasmcustom.oidcgate.denied.insufficient_scope.claims_forbidden";
-    assert_eq!(stat_reaches(&s.envoy, name, 1).await, 1);
+    assert_eq!(s.envoy.stat_reaches(name, 1).await, 1);
     let log = s.envoy.log();
     for key in [
         "audience_required",

@@ -100,7 +100,10 @@ async fn one_token_is_judged_by_each_routes_policy_and_verified_once() {
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     // `read` was verified on /api and judged on /admin and /orders without a second check.
-    let misses = stat(&s, "wasmcustom.oidcgate.cache.verify.miss").await;
+    let misses = s
+        .envoy
+        .stat_reaches("wasmcustom.oidcgate.cache.verify.miss", 3)
+        .await;
     assert_eq!(
         misses, 3,
         "one verification per distinct token (read, admin, cc)"
@@ -185,10 +188,4 @@ fn access_lines(log: &str) -> String {
         .filter(|l| l.contains("oidcgate-access"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-async fn stat(s: &Stack, name: &str) -> u64 {
-    // Counters reach Envoy on the filter's 20 ms tick.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    s.envoy.stats().await.get(name).copied().unwrap_or(0)
 }

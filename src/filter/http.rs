@@ -64,23 +64,24 @@ impl Request {
         }
     }
 
-    /// The whole body is buffered: removes the credential fields from it.
-    fn strip_buffered_body(&mut self, worker: &Shared) {
+    /// The whole body is buffered: reads it under this request's policy and puts it back
+    /// without its credential fields; what it held, for the caller to decide on.
+    fn take_buffered_body(&mut self, worker: &Shared) -> credentials::Extracted {
         let content_type = self.strip_body.take();
         let body = host::request_body(self.body_size);
         let view = RequestView {
             content_type: content_type.as_deref(),
             ..RequestView::default()
         };
-        let stripped = {
+        let extracted = {
             let w = worker.borrow();
             let config = w.life.gate().config();
             credentials::extract(config, config.policy(self.policy), &view, body.as_deref())
-                .new_body
         };
-        if let Some(new_body) = stripped {
-            host::replace_request_body(self.body_size, &new_body);
+        if let Some(new_body) = &extracted.new_body {
+            host::replace_request_body(self.body_size, new_body);
         }
+        extracted
     }
 
     /// Extracts the credential from the headers and query, then decides, or waits for the
@@ -252,19 +253,9 @@ impl Request {
     /// it, gives the body its new length, and decides.
     fn decide_on_body(&mut self, worker: &Shared) -> Decided {
         self.searching_body = false;
-        let content_type = self.strip_body.take();
-        let body = host::request_body(self.body_size);
-        let view = RequestView {
-            content_type: content_type.as_deref(),
-            ..RequestView::default()
-        };
-        let extracted = {
-            let w = worker.borrow();
-            let config = w.life.gate().config();
-            credentials::extract(config, config.policy(self.policy), &view, body.as_deref())
-        };
+        let extracted = self.take_buffered_body(worker);
         if let Some(new_body) = &extracted.new_body {
-            host::replace_request_body(self.body_size, new_body);
+            // The headers are still held: the new length can be given.
             host::set_request_header("content-length", &new_body.len().to_string());
         }
         let verdict = match extracted.credential {
@@ -350,7 +341,7 @@ impl HttpContext for Request {
             };
         }
         if self.strip_body.is_some() && end_of_stream {
-            self.strip_buffered_body(&worker);
+            self.take_buffered_body(&worker);
         }
         // Continuing would send the held headers on before the verdict.
         let undecided = worker.borrow().life.is_undecided(self.context_id);
@@ -377,7 +368,7 @@ impl HttpContext for Request {
         }
         let buffered = self.strip_body.is_some();
         if buffered {
-            self.strip_buffered_body(&worker);
+            self.take_buffered_body(&worker);
         }
         if worker.borrow().life.is_undecided(self.context_id) {
             return Action::Pause;

@@ -436,6 +436,20 @@ impl Envoy {
         self.stats().await.get(name).copied().unwrap_or(0)
     }
 
+    /// Waits (up to 2 s) until counter `name` reaches `want`, and returns its value then.
+    /// A proxy-wasm filter's counters reach Envoy only when it flushes them.
+    pub async fn stat_reaches(&self, name: &str, want: u64) -> u64 {
+        let mut last = 0;
+        for _ in 0..100 {
+            last = self.stat(name).await;
+            if last >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        last
+    }
+
     /// Kills Envoy (SIGKILL) and reaps it. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
