@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::cache::{key_of, BoundedCache, Key};
 use crate::config::{Accept, Config, IdpSettings};
 use crate::credentials::ClientCredentials;
-use crate::fetch::{Applied, Fetch, Fetcher, Resource, Step};
+use crate::fetch::{Applied, Ask, Fetch, Fetcher, Resource, Step};
 use crate::idp::{self, TokenAnswer};
 use crate::outcome::Denial;
 use crate::records::{Bucket, TokenValue};
@@ -153,7 +153,7 @@ impl ClientTokens {
                     store,
                     idp,
                     Resource::Token(key),
-                    Some(client),
+                    Ask::Token(client),
                     now_ms,
                 )),
             },
@@ -204,7 +204,13 @@ impl ClientTokens {
                 access_token,
                 expires_in_s,
             } => {
-                let exp_ms = token_expiry_ms(&access_token, expires_in_s, now_ms);
+                // `cache_ttl_max` bounds how long a token is trusted: past it, it is
+                // fetched anew (and refreshed ahead of that, as of its own expiry).
+                let exp_ms = token_expiry_ms(&access_token, expires_in_s, now_ms).min(
+                    accept
+                        .ttl_max_ms
+                        .map_or(u64::MAX, |max| now_ms.saturating_add(max)),
+                );
                 let lifetime = exp_ms.saturating_sub(now_ms);
                 if lifetime < MIN_CACHED_LIFETIME_MS && !self.warned_short {
                     self.warned_short = true;
@@ -266,9 +272,13 @@ impl ClientTokens {
                 None => !entry.state.is_busy(now_ms) && entry.state.retry_at_ms <= now_ms,
             };
             if still_due {
-                if let Step::Fetch(f) =
-                    fetcher.step(store, idp, Resource::Token(key), Some(&client), now_ms)
-                {
+                if let Step::Fetch(f) = fetcher.step(
+                    store,
+                    idp,
+                    Resource::Token(key),
+                    Ask::Token(&client),
+                    now_ms,
+                ) {
                     out.push(f);
                 }
             }

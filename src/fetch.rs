@@ -7,7 +7,7 @@ use crate::config::IdpSettings;
 use crate::credentials::ClientCredentials;
 use crate::idp::{self, Callout, Endpoints};
 use crate::outcome::{Denial, Verdict};
-use crate::records::{Bucket, Layout};
+use crate::records::{AnswerValue, Bucket, Layout};
 use crate::store::{Claim, FetchState, Fetched, SharedStore};
 use crate::url::HttpUrl;
 
@@ -21,6 +21,22 @@ pub enum Resource {
     Jwks,
     /// The token for one `(client id, secret, scopes)`, by its hash.
     Token(Key),
+    /// The introspection answer for one token, by its hash.
+    Introspection(Key),
+}
+
+/// What a fetch asks for and as whom: what its callout is built from.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// A document every caller shares (discovery, the key set).
+    Document,
+    /// A token for these client credentials.
+    Token(&'a ClientCredentials),
+    /// Whether `token` is active, asked as `client`.
+    Introspect {
+        token: &'a str,
+        client: &'a ClientCredentials,
+    },
 }
 
 impl Resource {
@@ -29,6 +45,7 @@ impl Resource {
             Resource::Discovery => "discovery",
             Resource::Jwks => "jwks",
             Resource::Token(_) => "token",
+            Resource::Introspection(_) => "introspection",
         }
     }
 }
@@ -66,6 +83,8 @@ pub enum Applied {
     Stored,
     /// The token endpoint refused the client (RFC 6749 error code).
     Rejected(String),
+    /// The introspection endpoint called the token inactive.
+    Inactive,
     Failed(String),
 }
 
@@ -74,6 +93,8 @@ pub struct Fetcher {
     lock_ms: u64,
     /// This VM's copy of what discovery found.
     endpoints: Option<Endpoints>,
+    /// The endpoint a refused fetch needed and discovery did not name, for its log line.
+    missing: Option<&'static str>,
 }
 
 impl Fetcher {
@@ -82,6 +103,7 @@ impl Fetcher {
             layout,
             lock_ms: idp.timeout_ms + LOCK_GRACE_MS,
             endpoints: None,
+            missing: None,
         }
     }
 
@@ -97,6 +119,7 @@ impl Fetcher {
     pub fn state(&self, store: &dyn SharedStore, resource: &Resource) -> FetchState {
         match resource {
             Resource::Token(k) => self.layout.token_entry(store, k).state,
+            Resource::Introspection(k) => self.layout.answer_entry(store, k).state,
             _ => {
                 self.layout
                     .read::<Fetched<Box<serde_json::value::RawValue>>>(store, &self.key(resource))
@@ -120,6 +143,11 @@ impl Fetcher {
                         b.with_entry(k, now_ms, |e| f(&mut e.state))
                     })
             }
+            Resource::Introspection(k) => self.layout.update(
+                store,
+                &self.layout.answer_bucket(k),
+                |b: &mut Bucket<AnswerValue>| b.with_entry(k, now_ms, |e| f(&mut e.state)),
+            ),
             _ => self
                 .layout
                 .update_document_state(store, &self.key(resource), f),
@@ -131,6 +159,7 @@ impl Fetcher {
             Resource::Discovery => self.layout.discovery(),
             Resource::Jwks => self.layout.jwks(),
             Resource::Token(k) => self.layout.bucket(k),
+            Resource::Introspection(k) => self.layout.answer_bucket(k),
         }
     }
 
@@ -149,28 +178,46 @@ impl Fetcher {
     }
 
     /// Claims the fetch of `resource`, or of discovery first when its URL is not known
-    /// yet. `client` is whose token a token fetch asks for.
+    /// yet. `ask` is what the callout carries.
     pub fn step(
         &mut self,
         store: &mut dyn SharedStore,
         idp: &IdpSettings,
         resource: Resource,
-        client: Option<&ClientCredentials>,
+        ask: Ask<'_>,
         now_ms: u64,
     ) -> Step {
         let Some(url) = self.url_for(store, idp, &resource) else {
             if resource == Resource::Discovery {
                 return Step::unavailable();
             }
-            return self.step(store, idp, Resource::Discovery, None, now_ms);
+            if self.endpoints.is_some() {
+                // Discovery answered without this endpoint: asking it again will not help.
+                self.missing = Some(match resource {
+                    Resource::Introspection(_) => "introspection_endpoint",
+                    _ => "token_endpoint",
+                });
+                return Step::deny(Denial::IdpUnavailable { retry_after_s: 60 });
+            }
+            return self.step(store, idp, Resource::Discovery, Ask::Document, now_ms);
         };
         let lock = self.lock_ms;
         match self.update_state(store, &resource, now_ms, |s| s.claim(now_ms, lock)) {
             Some(Claim::Acquired) => {
-                let callout = match (&resource, client) {
-                    (Resource::Token(_), Some(c)) => Callout::token(idp, &url, c),
-                    (Resource::Token(_), None) => return Step::unavailable(),
-                    _ => Callout::get(idp, &url),
+                let callout = match (&resource, ask) {
+                    (Resource::Token(_), Ask::Token(c)) => Callout::token(idp, &url, c),
+                    (Resource::Introspection(_), Ask::Introspect { token, client }) => {
+                        Callout::introspect(idp, &url, token, client)
+                    }
+                    (Resource::Discovery | Resource::Jwks, Ask::Document) => {
+                        Callout::get(idp, &url)
+                    }
+                    // A fetch asked for without what its callout needs: a bug, not a
+                    // request to send; let the next one in.
+                    _ => {
+                        self.release(store, &resource, now_ms);
+                        return Step::unavailable();
+                    }
                 };
                 Step::Fetch(Fetch { resource, callout })
             }
@@ -214,6 +261,11 @@ impl Fetcher {
         }
     }
 
+    /// The endpoint discovery did not name that the last refused fetch needed.
+    pub fn take_missing(&mut self) -> Option<&'static str> {
+        self.missing.take()
+    }
+
     fn url_for(
         &mut self,
         store: &dyn SharedStore,
@@ -224,6 +276,7 @@ impl Fetcher {
             Resource::Discovery => return Some(idp.discovery_url.clone()),
             Resource::Jwks => &idp.jwks_uri,
             Resource::Token(_) => &idp.token_endpoint,
+            Resource::Introspection(_) => &idp.introspection_endpoint,
         };
         if let Some(url) = configured {
             return Some(url.clone());
@@ -235,6 +288,7 @@ impl Fetcher {
         let endpoints = self.endpoints.as_ref()?;
         let raw = match resource {
             Resource::Jwks => Some(endpoints.jwks_uri.as_str()),
+            Resource::Introspection(_) => endpoints.introspection_endpoint.as_deref(),
             _ => endpoints.token_endpoint.as_deref(),
         }?;
         HttpUrl::parse(raw).ok()

@@ -9,10 +9,11 @@
 //!                  lifecycle ──callout──► IdP ──► on_answer ──► shared store
 //! ```
 //!
-//! A bearer token is verified against the key set and judged by the policy; the outcome is
-//! cached per token. Client credentials are first exchanged for a token
-//! (`client_tokens`), which is then judged the same way. Fetches are coordinated across
-//! workers by `fetch`.
+//! A bearer token is proven, against the key set (a JWT) or at the introspection endpoint
+//! (an opaque token, or a JWT when `introspect_jwt_tokens` is on: `introspection`), and
+//! judged by the policy; the outcome is cached per token. Client credentials are first
+//! exchanged for a token (`client_tokens`), which is then judged the same way. Fetches are
+//! coordinated across workers by `fetch`.
 
 use std::rc::Rc;
 
@@ -21,8 +22,9 @@ use crate::claims;
 use crate::client_tokens::{ClientTokens, Exchange};
 use crate::config::{Config, PolicyId};
 use crate::credentials::{ClientCredentials, Credential};
-use crate::fetch::{Applied, Fetch, Fetcher, Resource, Step};
+use crate::fetch::{Applied, Ask, Fetch, Fetcher, Resource, Step};
 use crate::idp::{self, MAX_RESPONSE_BYTES};
+use crate::introspection::{self, Answer, Introspections};
 use crate::jwks::KeySet;
 use crate::outcome::{Denial, Grant, TokenProblem, Verdict};
 use crate::policy;
@@ -48,6 +50,23 @@ pub struct Counters {
     pub decision_misses: u64,
     pub token_hits: u64,
     pub token_misses: u64,
+    pub answer_hits: u64,
+    pub answer_misses: u64,
+}
+
+/// Where a token's claims were proven.
+enum Proven {
+    Verified(Rc<verify::Verified>),
+    Introspected(Rc<introspection::Active>),
+}
+
+impl Proven {
+    fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
+        match self {
+            Proven::Verified(v) => &v.claims,
+            Proven::Introspected(a) => &a.claims,
+        }
+    }
 }
 
 pub struct Gate {
@@ -63,6 +82,7 @@ pub struct Gate {
     decision_hits: u64,
     decision_misses: u64,
     clients: ClientTokens,
+    answers: Introspections,
     fetcher: Fetcher,
     purged_ms: u64,
     /// Why the last decision refused, in the token's own values, for its log line.
@@ -104,6 +124,7 @@ impl Gate {
             decision_hits: 0,
             decision_misses: 0,
             clients: ClientTokens::new(),
+            answers: Introspections::new(),
             fetcher,
             purged_ms: 0,
             detail: None,
@@ -120,12 +141,19 @@ impl Gate {
             decision_misses: self.decision_misses,
             token_hits: self.clients.hits,
             token_misses: self.clients.misses,
+            answer_hits: self.answers.hits,
+            answer_misses: self.answers.misses,
         }
     }
 
     /// How many token outcomes this VM holds (a gauge for operators).
     pub fn cached_decisions(&self) -> usize {
         self.decisions.len()
+    }
+
+    /// How many introspection answers this VM holds (a gauge for operators).
+    pub fn cached_answers(&self) -> usize {
+        self.answers.len()
     }
 
     /// Lower-case names of the headers removed from every request before it goes upstream:
@@ -160,18 +188,24 @@ impl Gate {
         now_ms: u64,
     ) -> Step {
         match credential {
-            Credential::Bearer(token) => self.check_token(store, token, policy, now_ms),
+            Credential::Bearer(token) => {
+                self.check_token(store, token, policy, None, started_ms, now_ms)
+            }
             Credential::Client(client) => {
                 self.check_client(store, client, policy, started_ms, now_ms)
             }
         }
     }
 
+    /// Decides on `token` under `policy`. `issued_to` is the client whose credentials the
+    /// token endpoint just exchanged for it (`None` for a caller's bearer token).
     fn check_token(
         &mut self,
         store: &mut dyn SharedStore,
         token: &Rc<str>,
         policy: PolicyId,
+        issued_to: Option<&ClientCredentials>,
+        started_ms: u64,
         now_ms: u64,
     ) -> Step {
         if token.len() > MAX_TOKEN_BYTES {
@@ -182,39 +216,121 @@ impl Gate {
             self.decision_hits += 1;
             return Step::Done(verdict.clone());
         }
-        let verified = match self.verified.get(&key.0, now_ms) {
-            // Verified on another route: judged here by this one's policy.
-            Some(v) => {
-                self.decision_hits += 1;
-                v.clone()
-            }
-            None => match self.verify_token(store, token, now_ms) {
-                Ok(v) => v,
+        let rules = self.config.policy(policy);
+        let jwt = verify::is_jwt(token);
+        // A JWT is verified locally where bearer tokens are accepted (and a token the
+        // token endpoint issued always); everything else is asked of the IdP, where the
+        // policy accepts introspection (or, again, the token endpoint issued it).
+        let local = jwt && (rules.bearer || issued_to.is_some());
+        let remote = if local {
+            self.config.accept.introspect_jwt
+        } else {
+            rules.introspection || issued_to.is_some()
+        };
+        if !local && !remote {
+            return Step::deny(Denial::InvalidToken(TokenProblem::Malformed));
+        }
+        let mut proven = None;
+        let mut until_ms = u64::MAX;
+        if local {
+            let verified = match self.verified.get(&key.0, now_ms) {
+                // Verified on another route: judged here by this one's policy.
+                Some(v) => {
+                    self.decision_hits += 1;
+                    v.clone()
+                }
+                None => match self.verify_token(store, token, now_ms) {
+                    Ok(v) => v,
+                    Err(step) => return step,
+                },
+            };
+            until_ms = verified
+                .exp_s
+                .saturating_add(self.config.accept.leeway_s)
+                .saturating_mul(1000);
+            proven = Some(Proven::Verified(verified));
+        }
+        if remote {
+            match self.introspect(store, token, issued_to, started_ms, now_ms) {
+                Ok(active) => {
+                    until_ms = until_ms.min(active.until_ms);
+                    // A JWT keeps its signed claims; the answer only says it still counts.
+                    if proven.is_none() {
+                        let leeway_s = self.config.accept.leeway_s;
+                        if let Err(problem) =
+                            introspection::check_times(&active.claims, now_ms / 1000, leeway_s)
+                        {
+                            return Step::deny(Denial::InvalidToken(problem));
+                        }
+                        proven = Some(Proven::Introspected(active));
+                    }
+                }
                 Err(step) => return step,
-            },
+            }
+        }
+        let Some(proven) = proven else {
+            return Step::unavailable();
         };
         let config = &self.config;
         let rules = config.policy(policy);
-        let verdict = match policy::authorize(config, rules, &verified.claims) {
-            Ok(()) => Verdict::Allow(self.grant(token, policy, &verified.claims)),
+        let claims = proven.claims();
+        let verdict = match policy::authorize(config, rules, claims) {
+            Ok(()) => Verdict::Allow(self.grant(token, policy, claims)),
             Err(denial) => {
-                self.detail = policy::explain(config, rules, &verified.claims, &denial);
+                self.detail = policy::explain(config, rules, claims, &denial);
                 Verdict::Deny(denial)
             }
         };
+        // Without caching, every request asks the IdP again.
+        if remote && !config.accept.cache_introspection {
+            return Step::Done(verdict);
+        }
         let size = token.len()
             + 128
             + match &verdict {
                 Verdict::Allow(g) => g.headers.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
                 Verdict::Deny(_) => 0,
             };
-        let until = verified
-            .exp_s
-            .saturating_add(config.accept.leeway_s)
-            .saturating_mul(1000);
         self.decisions
-            .insert(key, verdict.clone(), size, until, now_ms);
+            .insert(key, verdict.clone(), size, until_ms, now_ms);
         Step::Done(verdict)
+    }
+
+    /// The IdP's answer for `token`, asked as the gateway's own client (or, without one,
+    /// as the client it was issued to); a step instead while it is asked, or when the
+    /// token is not active.
+    fn introspect(
+        &mut self,
+        store: &mut dyn SharedStore,
+        token: &Rc<str>,
+        issued_to: Option<&ClientCredentials>,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Result<Rc<introspection::Active>, Step> {
+        let Some(asker) = self.config.idp.gateway_client.as_ref().or(issued_to) else {
+            return Err(Step::unavailable());
+        };
+        let answer = self.answers.answer(
+            store,
+            &mut self.fetcher,
+            &self.config,
+            token,
+            asker,
+            started_ms,
+            now_ms,
+        );
+        match answer {
+            Answer::Active(active) => Ok(active),
+            Answer::Inactive => Err(Step::deny(Denial::InvalidToken(TokenProblem::Inactive))),
+            Answer::Step(step) => {
+                if let Some(endpoint) = self.fetcher.take_missing() {
+                    self.detail = Some(format!(
+                        "the discovery document names no {endpoint}: configure `{endpoint}`"
+                    ));
+                }
+                Err(step)
+            }
+        }
     }
 
     /// Verifies `token`'s signature and times; a step instead while the keys are fetched
@@ -304,7 +420,7 @@ impl Gate {
             Exchange::Token(token) => token,
             Exchange::Step(step) => return step,
         };
-        match self.check_token(store, &token, policy, now_ms) {
+        match self.check_token(store, &token, policy, Some(client), started_ms, now_ms) {
             // The IdP issued a token signed with a key it has not published to us yet (it
             // is rotating, and the refetch allowance is spent): not the client's fault, so
             // not 401. Retry after the allowance comes back.
@@ -334,9 +450,13 @@ impl Gate {
         if self.keys.is_some() {
             return Ok(());
         }
-        Err(self
-            .fetcher
-            .step(store, &self.config.idp, Resource::Jwks, None, now_ms))
+        Err(self.fetcher.step(
+            store,
+            &self.config.idp,
+            Resource::Jwks,
+            Ask::Document,
+            now_ms,
+        ))
     }
 
     /// Applies the IdP's answer to a [`Step::Fetch`]. `status` is `None` when the callout
@@ -363,6 +483,14 @@ impl Gate {
                 store,
                 &self.fetcher,
                 &self.config.accept,
+                key,
+                (status, body),
+                now_ms,
+            ),
+            Resource::Introspection(key) => self.answers.on_answer(
+                store,
+                &self.fetcher,
+                &self.config,
                 key,
                 (status, body),
                 now_ms,
@@ -421,6 +549,7 @@ impl Gate {
         let purge = now_ms.saturating_sub(self.purged_ms) >= PURGE_EVERY_MS;
         if purge {
             self.decisions.purge_expired(now_ms);
+            self.answers.purge_expired(now_ms);
             self.purged_ms = now_ms;
         }
         self.fetcher.layout_mut().heartbeat(store, now_ms);
@@ -433,10 +562,13 @@ impl Gate {
         let due =
             record.value.is_none() || now_ms.saturating_sub(s.completed_ms) >= JWKS_MAX_AGE_MS;
         if due && !s.is_busy(now_ms) && s.retry_at_ms <= now_ms {
-            if let Step::Fetch(f) =
-                self.fetcher
-                    .step(store, &self.config.idp, Resource::Jwks, None, now_ms)
-            {
+            if let Step::Fetch(f) = self.fetcher.step(
+                store,
+                &self.config.idp,
+                Resource::Jwks,
+                Ask::Document,
+                now_ms,
+            ) {
                 out.push(f);
             }
         }

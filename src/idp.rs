@@ -1,5 +1,6 @@
 //! Talking to the IdP: the requests the filter sends and how it reads the answers
-//! (OIDC Discovery 1.0, RFC 6749 §4.4 client credentials, RFC 6749 §5 responses).
+//! (OIDC Discovery 1.0, RFC 6749 §4.4 client credentials, RFC 6749 §5 responses, RFC 7662
+//! introspection).
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,30 @@ impl Callout {
         if !idp.scopes.is_empty() {
             form.append_pair("scope", &idp.scopes.join(" "));
         }
+        Callout::post_form(idp, url, form, client, idp.token_endpoint_auth)
+    }
+
+    /// RFC 7662 §2.1: is `token` active? Asked as `client` (the gateway's own).
+    pub fn introspect(
+        idp: &IdpSettings,
+        url: &HttpUrl,
+        token: &str,
+        client: &ClientCredentials,
+    ) -> Callout {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", token);
+        form.append_pair("token_type_hint", "access_token");
+        Callout::post_form(idp, url, form, client, idp.introspection_auth)
+    }
+
+    /// A form POST authenticated as `client` (RFC 6749 §2.3.1).
+    fn post_form(
+        idp: &IdpSettings,
+        url: &HttpUrl,
+        mut form: form_urlencoded::Serializer<'_, String>,
+        client: &ClientCredentials,
+        auth: TokenEndpointAuth,
+    ) -> Callout {
         let mut callout = Callout::get(idp, url);
         if let Some(method) = callout.headers.get_mut(0) {
             method.1 = "POST".into();
@@ -74,7 +99,7 @@ impl Callout {
             "content-type".into(),
             "application/x-www-form-urlencoded".into(),
         ));
-        match idp.token_endpoint_auth {
+        match auth {
             TokenEndpointAuth::ClientSecretBasic => callout.headers.push((
                 "authorization".into(),
                 basic_header(&client.id, client.secret.expose()),
@@ -94,6 +119,8 @@ impl Callout {
 pub struct Endpoints {
     pub token_endpoint: Option<String>,
     pub jwks_uri: String,
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +128,7 @@ struct DiscoveryDoc {
     issuer: String,
     jwks_uri: String,
     token_endpoint: Option<String>,
+    introspection_endpoint: Option<String>,
 }
 
 /// Reads a discovery document. Its `issuer` must be ours (OIDC Discovery §4.3): a document
@@ -123,10 +151,53 @@ pub fn parse_discovery(
     if let Some(t) = &doc.token_endpoint {
         HttpUrl::parse(t).map_err(|e| format!("token_endpoint {e}"))?;
     }
+    // Only introspection needs it: a bad one is left out, not the whole document refused.
+    let introspection_endpoint = doc
+        .introspection_endpoint
+        .filter(|u| HttpUrl::parse(u).is_ok());
     Ok(Endpoints {
         token_endpoint: doc.token_endpoint,
         jwks_uri: doc.jwks_uri,
+        introspection_endpoint,
     })
+}
+
+/// Introspection answers larger than this are treated as garbage: each is kept in shared
+/// data, whose records must stay bounded.
+pub const MAX_INTROSPECTION_BYTES: usize = 16 * 1024;
+
+/// What the introspection endpoint said of a token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Introspected {
+    /// `active: true`, with every other member of the answer (its claims).
+    Active(serde_json::Map<String, serde_json::Value>),
+    /// `active: false`, or no `active` at all (RFC 7662 §2.2: then it is not active).
+    Inactive,
+    /// 401/403: the IdP refused the gateway's own client.
+    ClientRefused(u32),
+    /// Anything else: the IdP is not able to answer now.
+    Unavailable(String),
+}
+
+/// Reads an RFC 7662 §2.2 answer.
+pub fn parse_introspection(status: Option<u32>, body: &[u8]) -> Introspected {
+    match status {
+        Some(200) if body.len() > MAX_INTROSPECTION_BYTES => Introspected::Unavailable(format!(
+            "the answer is over {MAX_INTROSPECTION_BYTES} bytes"
+        )),
+        Some(200) => match crate::verify::unique_object(body) {
+            Some(mut claims) => match claims.remove("active") {
+                Some(serde_json::Value::Bool(true)) => Introspected::Active(claims),
+                _ => Introspected::Inactive,
+            },
+            None => Introspected::Unavailable(
+                "the answer is not a JSON object (or repeats a member)".into(),
+            ),
+        },
+        Some(code @ (401 | 403)) => Introspected::ClientRefused(code),
+        Some(code) => Introspected::Unavailable(format!("introspection endpoint answered {code}")),
+        None => Introspected::Unavailable("introspection endpoint did not answer".into()),
+    }
 }
 
 /// What the token endpoint said.
@@ -196,12 +267,16 @@ pub fn check_jwks_response(status: Option<u32>) -> Result<(), String> {
 /// The `exp` of a token, read without verification: only to decide how long to keep a
 /// token the filter verifies before every use anyway.
 pub fn unverified_exp(token: &str) -> Option<u64> {
+    unverified_claims(token)?.get("exp")?.as_u64()
+}
+
+/// A JWT's payload, read without verification.
+pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_u64()
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod fetch;
 pub mod gate;
 pub mod idp;
+pub mod introspection;
 pub mod jwks;
 pub mod lifecycle;
 pub mod log_budget;
@@ -28,6 +29,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod adversarial_tests;
+#[cfg(test)]
+mod introspection_tests;
 #[cfg(test)]
 mod testing;
 

@@ -18,9 +18,10 @@
 //!
 //! The discovery document and the key set serve every caller, so their fetches go out from
 //! the root context ([`Lifecycle::next_fetch`] with `from_root`): a caller that resets its
-//! request cannot cancel them, whoever needed them first. A token fetch goes out at once
-//! from the request that needs it (only holders of that client's secret share it); if that
-//! request goes away, the host cancels the callout and the fetch is released for the next.
+//! request cannot cancel them, whoever needed them first. A token fetch or an introspection
+//! goes out at once from the request that needs it (only holders of that client's secret,
+//! or of that token, share it); if that request goes away, the host cancels the callout and
+//! the fetch is released for the next.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -66,6 +67,7 @@ pub struct Lifecycle {
     decided: VecDeque<(u32, Verdict)>,
     tally: Tally,
     denial_log: LogBudget,
+    failure_log: LogBudget,
     bodies: BodyWait,
 }
 
@@ -80,6 +82,7 @@ impl Lifecycle {
             decided: VecDeque::new(),
             tally: Tally::default(),
             denial_log: LogBudget::default(),
+            failure_log: LogBudget::default(),
             bodies: BodyWait::new(),
         }
     }
@@ -198,7 +201,7 @@ impl Lifecycle {
 
     fn queue(&mut self, fetch: Fetch) {
         match fetch.resource {
-            Resource::Token(_) => self.outbox.push_back(fetch),
+            Resource::Token(_) | Resource::Introspection(_) => self.outbox.push_back(fetch),
             Resource::Discovery | Resource::Jwks => self.outbox_root.push_back(fetch),
         }
     }
@@ -275,6 +278,7 @@ impl Lifecycle {
             Resource::Discovery => "oidcgate.idp.discovery.latency_ms",
             Resource::Jwks => "oidcgate.idp.jwks.latency_ms",
             Resource::Token(_) => "oidcgate.idp.token.latency_ms",
+            Resource::Introspection(_) => "oidcgate.idp.introspection.latency_ms",
         };
         self.tally
             .latency(histogram, now_ms.saturating_sub(flight.sent_ms));
@@ -285,9 +289,14 @@ impl Lifecycle {
                     Resource::Discovery => "oidcgate.idp.discovery.ok",
                     Resource::Jwks => "oidcgate.idp.jwks.ok",
                     Resource::Token(_) => "oidcgate.idp.token.ok",
+                    Resource::Introspection(_) => "oidcgate.idp.introspection.ok",
                 });
-                info!("{what} fetched from the IdP");
+                // Not logged: one line per token would flood the log.
+                if !matches!(flight.resource, Resource::Introspection(_)) {
+                    info!("{what} fetched from the IdP");
+                }
             }
+            Applied::Inactive => self.tally.bump("oidcgate.idp.introspection.inactive"),
             Applied::Rejected(error) => {
                 self.tally.bump("oidcgate.idp.token.rejected");
                 info!("token endpoint refused the client: {error}");
@@ -308,7 +317,18 @@ impl Lifecycle {
                     }
                     Some(_) => String::new(),
                 };
-                warn!("{what} fetch from {} failed: {why}{hint}", flight.to);
+                // One introspection per distinct token: in an outage, callers' tokens would
+                // make as many lines.
+                let admitted = match flight.resource {
+                    Resource::Introspection(_) => self.failure_log.admit(now_ms),
+                    _ => Admit::Log { suppressed: 0 },
+                };
+                if let Admit::Log { suppressed } = admitted {
+                    if suppressed > 0 {
+                        warn!("{suppressed} more introspection failures were not logged");
+                    }
+                    warn!("{what} fetch from {} failed: {why}{hint}", flight.to);
+                }
             }
         }
         self.rerun(store, now_ms, Some(&flight.resource));
@@ -475,6 +495,7 @@ fn failed_metric(resource: &Resource) -> &'static str {
         Resource::Discovery => "oidcgate.idp.discovery.failed",
         Resource::Jwks => "oidcgate.idp.jwks.failed",
         Resource::Token(_) => "oidcgate.idp.token.failed",
+        Resource::Introspection(_) => "oidcgate.idp.introspection.failed",
     }
 }
 

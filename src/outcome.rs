@@ -37,11 +37,13 @@ pub enum TokenProblem {
     MissingExpiry,
     WrongIssuer,
     ClientNotAllowed,
+    /// The introspection endpoint calls it inactive (or unknown).
+    Inactive,
 }
 
 impl TokenProblem {
     /// Every problem, for reports and tooling that list them.
-    pub const ALL: [TokenProblem; 11] = [
+    pub const ALL: [TokenProblem; 12] = [
         TokenProblem::TooLarge,
         TokenProblem::Malformed,
         TokenProblem::DisallowedAlgorithm,
@@ -53,6 +55,7 @@ impl TokenProblem {
         TokenProblem::MissingExpiry,
         TokenProblem::WrongIssuer,
         TokenProblem::ClientNotAllowed,
+        TokenProblem::Inactive,
     ];
 
     /// The counter of its denials.
@@ -69,6 +72,7 @@ impl TokenProblem {
             TokenProblem::MissingExpiry => "oidcgate.denied.invalid_token.missing_exp",
             TokenProblem::WrongIssuer => "oidcgate.denied.invalid_token.wrong_issuer",
             TokenProblem::ClientNotAllowed => "oidcgate.denied.invalid_token.client_not_allowed",
+            TokenProblem::Inactive => "oidcgate.denied.invalid_token.inactive",
         }
     }
 
@@ -85,6 +89,7 @@ impl TokenProblem {
             TokenProblem::MissingExpiry => "missing_exp",
             TokenProblem::WrongIssuer => "wrong_issuer",
             TokenProblem::ClientNotAllowed => "client_not_allowed",
+            TokenProblem::Inactive => "inactive",
         }
     }
 
@@ -101,6 +106,7 @@ impl TokenProblem {
             TokenProblem::MissingExpiry => "token has no expiry",
             TokenProblem::WrongIssuer => "token issuer is not allowed",
             TokenProblem::ClientNotAllowed => "client is not allowed",
+            TokenProblem::Inactive => "token is not active",
         }
     }
 }
@@ -287,7 +293,8 @@ mod tests {
                 | TokenProblem::IssuedInFuture
                 | TokenProblem::MissingExpiry
                 | TokenProblem::WrongIssuer
-                | TokenProblem::ClientNotAllowed => {}
+                | TokenProblem::ClientNotAllowed
+                | TokenProblem::Inactive => {}
             }
         }
     }

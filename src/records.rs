@@ -2,15 +2,16 @@
 //! and writes there (proxy-wasm shared data, one store per VM group).
 //!
 //! Keys cannot be deleted from proxy-wasm shared data, so the layout is fixed: one record
-//! for discovery, one for the key set, and a fixed set of buckets for client tokens, each
-//! holding a few entries, so that shared memory stays bounded however many distinct
-//! credentials callers send.
+//! for discovery, one for the key set, a fixed set of buckets for client tokens and another
+//! for introspection answers (a token endpoint may issue opaque tokens), each bucket holding a few
+//! entries, so that shared memory stays bounded however many distinct credentials and
+//! tokens callers send.
 //!
 //! Those records live in one of [`SLOTS`] slots, named in an index record. A slot belongs to
 //! an IdP identity (issuer, endpoints, token-request settings), not to a whole
 //! configuration: a change of policy keeps its slot and what was fetched, and a change of
 //! IdP takes the slot seen least recently. However often the configuration changes, the
-//! store holds at most `1 + SLOTS * (2 + BUCKETS)` keys. Every record carries its owner, so
+//! store holds at most `1 + SLOTS * (2 + 2 * BUCKETS)` keys. Every record carries its owner, so
 //! a configuration whose slot was taken reads nothing of the new owner's and takes the
 //! slot back on its next write, rather than trusting another IdP's keys.
 
@@ -44,17 +45,41 @@ pub enum TokenValue {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BucketEntry {
-    id: String,
-    state: Fetched<TokenValue>,
+/// What the introspection endpoint last said of one token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerValue {
+    /// Active, with its claims (a JSON object, parsed only by the VM that needs them), to
+    /// be trusted until `until_ms`.
+    Active {
+        claims: String,
+        until_ms: u64,
+    },
+    Inactive {
+        until_ms: u64,
+    },
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Bucket {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BucketEntry<V> {
+    id: String,
+    state: Fetched<V>,
+}
+
+/// A few entries of one kind, by the hash of what they are for.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, bound(deserialize = "V: Deserialize<'de>"))]
+pub struct Bucket<V = TokenValue> {
     owner: u64,
-    entries: Vec<BucketEntry>,
+    entries: Vec<BucketEntry<V>>,
+}
+
+impl<V> Default for Bucket<V> {
+    fn default() -> Self {
+        Bucket {
+            owner: 0,
+            entries: Vec::new(),
+        }
+    }
 }
 
 /// A record stamped with the IdP identity it was written for.
@@ -64,7 +89,7 @@ pub trait Owned: Default {
     fn take_over(&mut self, owner: u64);
 }
 
-impl Owned for Bucket {
+impl<V> Owned for Bucket<V> {
     fn owner(&self) -> u64 {
         self.owner
     }
@@ -105,9 +130,9 @@ struct Index {
     slots: Vec<SlotOwner>,
 }
 
-impl Bucket {
+impl<V> Bucket<V> {
     /// The entry for `key`; an empty one if the bucket does not hold it.
-    pub fn entry(self, key: &Key) -> Fetched<TokenValue> {
+    pub fn entry(self, key: &Key) -> Fetched<V> {
         let id = entry_id(key);
         self.entries
             .into_iter()
@@ -122,7 +147,7 @@ impl Bucket {
         &mut self,
         key: &Key,
         now_ms: u64,
-        f: impl FnOnce(&mut Fetched<TokenValue>) -> R,
+        f: impl FnOnce(&mut Fetched<V>) -> R,
     ) -> R {
         let id = entry_id(key);
         // In place when present, so that a run of `f` that changes nothing leaves the
@@ -210,6 +235,15 @@ impl Layout {
         self.key(&format!("tokens/{index}"))
     }
 
+    /// The bucket that holds the introspection answer for `key`.
+    pub fn answer_bucket(&self, key: &Key) -> String {
+        self.answer_bucket_at(usize::from(key[0]) % BUCKETS)
+    }
+
+    fn answer_bucket_at(&self, index: usize) -> String {
+        self.key(&format!("introspection/{index}"))
+    }
+
     /// Takes a slot for this identity (its own if it has one, else a free one, else the one
     /// seen least recently) and creates every key of it (Envoy cannot create a key
     /// atomically). Call at configure time.
@@ -254,6 +288,7 @@ impl Layout {
         store::ensure::<Fetched<String>>(store, &self.jwks());
         for i in 0..BUCKETS {
             store::ensure::<Bucket>(store, &self.bucket_at(i));
+            store::ensure::<Bucket<AnswerValue>>(store, &self.answer_bucket_at(i));
         }
     }
 
@@ -300,6 +335,12 @@ impl Layout {
     /// The fetch state of the token entry for `key`.
     pub fn token_entry(&self, store: &dyn SharedStore, key: &Key) -> Fetched<TokenValue> {
         self.read::<Bucket>(store, &self.bucket(key)).entry(key)
+    }
+
+    /// The introspection answer for the token hashed to `key`, and its fetch state.
+    pub fn answer_entry(&self, store: &dyn SharedStore, key: &Key) -> Fetched<AnswerValue> {
+        self.read::<Bucket<AnswerValue>>(store, &self.answer_bucket(key))
+            .entry(key)
     }
 
     /// Runs `f` on the fetch state of a record holding one document, whatever its type.
@@ -380,6 +421,6 @@ mod tests {
         for identity in 1..=50 {
             claimed(&mut store, identity, identity);
         }
-        assert_eq!(store.len(), 1 + SLOTS * (2 + BUCKETS));
+        assert_eq!(store.len(), 1 + SLOTS * (2 + 2 * BUCKETS));
     }
 }

@@ -201,6 +201,13 @@ impl MemStore {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Every key and its value.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.map
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.as_slice()))
+    }
 }
 
 impl SharedStore for MemStore {

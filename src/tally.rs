@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 const MAX_SAMPLES: usize = 256;
 
 /// Every counter name, so all exist (at zero) from the start and dashboards see them.
-pub const COUNTERS: [&str; 36] = [
+pub const COUNTERS: [&str; 42] = [
     "oidcgate.allowed",
     "oidcgate.denied.missing",
     "oidcgate.denied.invalid_token",
@@ -23,6 +23,7 @@ pub const COUNTERS: [&str; 36] = [
     "oidcgate.denied.invalid_token.missing_exp",
     "oidcgate.denied.invalid_token.wrong_issuer",
     "oidcgate.denied.invalid_token.client_not_allowed",
+    "oidcgate.denied.invalid_token.inactive",
     "oidcgate.denied.invalid_client",
     "oidcgate.denied.insufficient_scope",
     "oidcgate.denied.insufficient_scope.audience",
@@ -39,10 +40,15 @@ pub const COUNTERS: [&str; 36] = [
     "oidcgate.idp.token.ok",
     "oidcgate.idp.token.rejected",
     "oidcgate.idp.token.failed",
+    "oidcgate.idp.introspection.ok",
+    "oidcgate.idp.introspection.inactive",
+    "oidcgate.idp.introspection.failed",
     "oidcgate.cache.verify.hit",
     "oidcgate.cache.verify.miss",
     "oidcgate.cache.token.hit",
     "oidcgate.cache.token.miss",
+    "oidcgate.cache.introspection.hit",
+    "oidcgate.cache.introspection.miss",
     "oidcgate.parked",
     "oidcgate.parked.timeout",
 ];
@@ -55,11 +61,12 @@ pub struct Tally {
 }
 
 /// The IdP latency histograms: every callout, and per endpoint.
-pub const HISTOGRAMS: [&str; 4] = [
+pub const HISTOGRAMS: [&str; 5] = [
     "oidcgate.idp.latency_ms",
     "oidcgate.idp.discovery.latency_ms",
     "oidcgate.idp.jwks.latency_ms",
     "oidcgate.idp.token.latency_ms",
+    "oidcgate.idp.introspection.latency_ms",
 ];
 
 impl Tally {

@@ -15,6 +15,7 @@ pub const ISSUER: &str = "http://127.0.0.1:9000/oauth2/default";
 pub const DISCOVERY_URL: &str =
     "http://127.0.0.1:9000/oauth2/default/.well-known/openid-configuration";
 pub const JWKS_URL: &str = "http://127.0.0.1:9000/oauth2/default/v1/keys";
+pub const INTROSPECTION_URL: &str = "http://127.0.0.1:9000/oauth2/default/v1/introspect";
 pub const T0: u64 = 1_800_000_000_000;
 pub const NOW_S: u64 = T0 / 1000;
 
@@ -90,6 +91,14 @@ pub struct Idp {
     pub calls: Vec<String>,
     pub urls: Vec<String>,
     pub secrets: Vec<(String, String)>,
+    /// Opaque tokens the introspection endpoint calls active, with their claims.
+    pub opaque: Vec<(String, Value)>,
+    /// Tokens (opaque or JWT) the introspection endpoint calls inactive although known.
+    pub revoked: Vec<String>,
+    /// Whether the token endpoint issues opaque tokens (then also known to introspection).
+    pub issues_opaque: bool,
+    /// The introspection endpoint's status when not 200.
+    pub introspection_status: u32,
 }
 
 impl Idp {
@@ -103,6 +112,10 @@ impl Idp {
             calls: vec![],
             urls: vec![],
             secrets: vec![("svc".into(), "good".into())],
+            opaque: vec![],
+            revoked: vec![],
+            issues_opaque: false,
+            introspection_status: 200,
         }
     }
 
@@ -125,24 +138,64 @@ impl Idp {
         if !self.up {
             return (None, vec![]);
         }
+        let known = |auth: Option<String>, secrets: &[(String, String)]| {
+            secrets
+                .iter()
+                .any(|(id, s)| auth.as_deref() == Some(basic_header(id, s).as_str()))
+        };
         let body = match fetch.resource {
             Resource::Discovery => json!({
                 "issuer": ISSUER, "jwks_uri": JWKS_URL, "token_endpoint": format!("{ISSUER}/v1/token"),
+                "introspection_endpoint": INTROSPECTION_URL,
             }),
+            Resource::Introspection(_) => {
+                if !known(h("authorization"), &self.secrets) {
+                    return (Some(401), br#"{"error":"invalid_client"}"#.to_vec());
+                }
+                if self.introspection_status != 200 {
+                    return (Some(self.introspection_status), b"oops".to_vec());
+                }
+                let body = fetch.callout.body.clone().unwrap_or_default();
+                let token = form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let opaque = self.opaque.iter().find(|(t, _)| *t == token);
+                let jwt_claims = crate::idp::unverified_claims(&token);
+                match (opaque, jwt_claims) {
+                    _ if self.revoked.contains(&token) => json!({"active": false}),
+                    (Some((_, c)), _) => {
+                        let mut c = c.clone();
+                        c["active"] = json!(true);
+                        c
+                    }
+                    (None, Some(mut c)) => {
+                        c["active"] = json!(true);
+                        c
+                    }
+                    (None, None) => json!({"active": false}),
+                }
+            }
             Resource::Jwks => keys::jwks(&self.keys),
             Resource::Token(_) => {
-                let auth = h("authorization");
-                let known = self
-                    .secrets
-                    .iter()
-                    .any(|(id, s)| auth.as_deref() == Some(basic_header(id, s).as_str()));
-                if !known {
+                if !known(h("authorization"), &self.secrets) {
                     return (Some(401), br#"{"error":"invalid_client"}"#.to_vec());
                 }
                 if self.token_status != 200 {
                     return (Some(self.token_status), b"oops".to_vec());
                 }
                 let now_s = now_ms / 1000;
+                if self.issues_opaque {
+                    let t = format!("opaque-{}", self.calls.len());
+                    let c = claims(json!({"iat": now_s, "exp": now_s + self.token_ttl_s}));
+                    self.opaque.push((t.clone(), c));
+                    return (
+                        Some(200),
+                        json!({"access_token": t, "expires_in": self.token_ttl_s})
+                            .to_string()
+                            .into_bytes(),
+                    );
+                }
                 let t = token(
                     self.token_kid,
                     json!({"iat": now_s, "exp": now_s + self.token_ttl_s, "jti": self.calls.len().to_string()}),
@@ -160,7 +213,10 @@ impl Idp {
     /// Every URL asked for is the configured discovery document or JWKS.
     pub fn only_configured_urls(&self) {
         for url in &self.urls {
-            assert!(url == DISCOVERY_URL || url == JWKS_URL, "fetched {url}");
+            assert!(
+                url == DISCOVERY_URL || url == JWKS_URL || url == INTROSPECTION_URL,
+                "fetched {url}"
+            );
         }
     }
 }

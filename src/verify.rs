@@ -149,6 +149,29 @@ fn finish(token: &str, now_s: u64, leeway_s: u64) -> Result<Verified, TokenProbl
     Ok(Verified { claims, exp_s })
 }
 
+/// A JSON object in which no object repeats a member name; `None` for anything else.
+pub fn unique_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Unique>(bytes).ok()?.0 {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Whether `token` has the form of a JWS compact serialisation: a first segment, before a
+/// `.`, that decodes to a JSON object (RFC 7515 §7.1). Then it is verified locally, and a
+/// defect past its header is the JWT's, not a reason to ask the IdP; anything else is
+/// opaque.
+pub fn is_jwt(token: &str) -> bool {
+    let Some((header, _)) = token.split_once('.') else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+        .is_some()
+}
+
 /// The largest `exp` jwt-simple represents faithfully (coarsetime keeps seconds in 32 bits).
 const MAX_NUMERIC_DATE_S: u64 = u32::MAX as u64;
 

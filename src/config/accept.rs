@@ -33,6 +33,12 @@ pub struct Accept {
     pub leeway_s: u64,
     pub cache_tokens: bool,
     pub neg_ttl_ms: u64,
+    /// Whether introspection answers are kept until their `exp` (else asked per request).
+    pub cache_introspection: bool,
+    /// JWTs that verified locally are introspected too.
+    pub introspect_jwt: bool,
+    /// The longest a client token or an introspection answer is trusted once fetched.
+    pub ttl_max_ms: Option<u64>,
     /// The `WWW-Authenticate` realm.
     pub realm: String,
 }
@@ -87,6 +93,13 @@ impl Accept {
             leeway_s: super::seconds("leeway", raw.leeway)?,
             cache_tokens: raw.cache_tokens,
             neg_ttl_ms: super::seconds("cache_ttl_neg", raw.cache_ttl_neg)?.saturating_mul(1000),
+            cache_introspection: raw.cache_introspection,
+            introspect_jwt: raw.introspect_jwt_tokens,
+            ttl_max_ms: match raw.cache_ttl_max {
+                Some(0) => return Err(err("cache_ttl_max", "must be at least 1 second")),
+                Some(s) => Some(super::seconds("cache_ttl_max", s)?.saturating_mul(1000)),
+                None => None,
+            },
             realm,
         })
     }

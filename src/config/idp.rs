@@ -1,7 +1,8 @@
 //! Where the IdP is and how the filter talks to it.
 
-use super::raw::{RawConfig, TokenEndpointAuth};
+use super::raw::{OneString, RawConfig, TokenEndpointAuth};
 use super::{err, ConfigError};
+use crate::credentials::{ClientCredentials, Secret};
 use crate::url::HttpUrl;
 
 /// Upper bound that keeps a typo from configuring an absurd callout timeout.
@@ -15,8 +16,12 @@ pub struct IdpSettings {
     /// Overrides of what discovery says.
     pub token_endpoint: Option<HttpUrl>,
     pub jwks_uri: Option<HttpUrl>,
+    pub introspection_endpoint: Option<HttpUrl>,
     pub cluster: Option<String>,
     pub token_endpoint_auth: TokenEndpointAuth,
+    /// The gateway's own client, which introspection calls authenticate as.
+    pub gateway_client: Option<ClientCredentials>,
+    pub introspection_auth: TokenEndpointAuth,
     /// `scope` sent in token requests.
     pub scopes: Vec<String>,
     pub timeout_ms: u64,
@@ -58,8 +63,14 @@ impl IdpSettings {
             discovery_url,
             token_endpoint: parse_opt_url("token_endpoint", raw.token_endpoint.as_deref())?,
             jwks_uri: parse_opt_url("jwks_uri", raw.jwks_uri.as_deref())?,
+            introspection_endpoint: parse_opt_url(
+                "introspection_endpoint",
+                raw.introspection_endpoint.as_deref(),
+            )?,
             cluster: raw.idp_cluster.clone(),
             token_endpoint_auth: raw.token_endpoint_auth_method,
+            gateway_client: gateway_client(raw)?,
+            introspection_auth: raw.introspection_endpoint_auth_method,
             scopes: raw.scopes.clone(),
             timeout_ms: raw.timeout,
             rediscovery_ms: super::seconds("rediscovery_lifetime", raw.rediscovery_lifetime)?
@@ -92,6 +103,31 @@ impl IdpSettings {
     /// The upstream (Envoy cluster, Kong `host:port`) a callout to `url` goes to.
     pub fn cluster_for<'a>(&'a self, url: &'a HttpUrl) -> &'a str {
         self.cluster.as_deref().unwrap_or(&url.host_port)
+    }
+}
+
+/// Kong's `client_id` and `client_secret`: both or neither. Here `client_id` used to be the
+/// caller allow-list, so an old configuration (an id without a secret) is refused with the
+/// key it meant, rather than changing meaning.
+fn gateway_client(raw: &RawConfig) -> Result<Option<ClientCredentials>, ConfigError> {
+    let one = |key: &str, v: &OneString| match v.get() {
+        Some(s) if !s.is_empty() && !s.chars().any(char::is_control) => Ok(s.to_string()),
+        _ => Err(err(
+            key,
+            "must be one non-empty string (or an array of exactly one, Kong's form)",
+        )),
+    };
+    match (&raw.client_id, &raw.client_secret) {
+        (None, None) => Ok(None),
+        (Some(id), Some(secret)) => Ok(Some(ClientCredentials {
+            id: one("client_id", id)?,
+            secret: Secret::new(one("client_secret", secret)?),
+        })),
+        (Some(_), None) => Err(err(
+            "client_id",
+            "is the gateway's own client at the IdP (for introspection) and needs              `client_secret`; to allow callers by client id, use `clients_allowed`",
+        )),
+        (None, Some(_)) => Err(err("client_secret", "needs `client_id`")),
     }
 }
 

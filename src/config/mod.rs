@@ -125,7 +125,6 @@ impl Config {
             }
             err(&key, reason)
         })?;
-        Policy::check_kong_client(&raw)?;
         let top = raw.top_policy();
         let mut policies = Vec::new();
         for (name, p) in raw.policies.iter().flatten() {
@@ -150,6 +149,27 @@ impl Config {
             accept: Accept::from_raw(&raw)?,
             reads: (false, false),
         };
+        if config.idp.gateway_client.is_none() {
+            if config.accept.introspect_jwt {
+                return Err(err(
+                    "introspect_jwt_tokens",
+                    "needs the gateway's own client: set `client_id` and `client_secret`",
+                ));
+            }
+            if let Some(id) =
+                (0..=config.policies.len()).find(|id| config.policy(*id).introspection)
+            {
+                let key = match id {
+                    0 => "auth_methods".to_string(),
+                    _ => format!("policies.{}.auth_methods", config.policy_name(id)),
+                };
+                return Err(err(
+                    &key,
+                    "`introspection` needs the gateway's own client: set `client_id` and \
+                     `client_secret`",
+                ));
+            }
+        }
         let reads_query = config.all_policies().any(|p| {
             let (cc, bearer) = config.sources(p);
             cc.query || bearer.query
@@ -191,7 +211,7 @@ impl Config {
         let pick = |on: bool, s: Sources| if on { s } else { Sources::default() };
         (
             pick(policy.client_credentials, self.accept.client_credentials),
-            pick(policy.bearer, self.accept.bearer),
+            pick(policy.bearer || policy.introspection, self.accept.bearer),
         )
     }
 
@@ -267,6 +287,10 @@ fn short_serde_reason(message: &str) -> String {
         ("expected struct RawPolicy", "expected an object"),
         ("expected struct RawRoute", "expected an object"),
         ("expected a boolean", "expected true or false"),
+        (
+            "data did not match any variant of untagged enum OneString",
+            "expected a string, or an array of one string",
+        ),
     ]
     .iter()
     .fold(short, |s, (rust, json)| s.replace(rust, json))

@@ -2,7 +2,7 @@
 //! allow-list, the claim requirements and the claim headers. Validated by itself, so that
 //! a configuration can carry more than one.
 
-use super::raw::{AuthMethod, RawConfig, RawPolicy};
+use super::raw::{AuthMethod, RawPolicy};
 use super::upstream::{check_spellings, is_header_name, is_reserved_header};
 use super::{err, ConfigError};
 use crate::outcome::ClaimRule;
@@ -31,7 +31,11 @@ pub struct Policy {
     /// No credential is needed; the strip list still applies.
     pub public: bool,
     pub client_credentials: bool,
+    /// JWTs, verified locally.
     pub bearer: bool,
+    /// Bearer tokens checked at the IdP's introspection endpoint: opaque ones, and JWTs
+    /// when `bearer` is off.
+    pub introspection: bool,
     /// Callers allowed, by client id; `None` allows any.
     pub clients_allowed: Option<Vec<String>>,
     /// Only the rules that require something, in the order they are checked.
@@ -42,27 +46,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Kong's `client_id` and `client_secret` are refused outright: they name the gateway's
-    /// own client there, and here `client_id` used to be the caller allow-list. An old
-    /// configuration fails loudly instead of changing meaning.
-    pub(super) fn check_kong_client(raw: &RawConfig) -> Result<(), ConfigError> {
-        if raw.client_id.is_some() {
-            return Err(err(
-                "client_id",
-                "is the gateway's own client at the IdP, used only for introspection, which \
-                 this version does not do; the caller allow-list is `clients_allowed`",
-            ));
-        }
-        if raw.client_secret.is_some() {
-            return Err(err(
-                "client_secret",
-                "is the gateway's own client secret, used only for introspection, which this \
-                 version does not do",
-            ));
-        }
-        Ok(())
-    }
-
     /// A policy from its keys (every one resolved against the top level); errors name the
     /// key under `prefix` (`""`, or `policies.<name>.`).
     pub(super) fn from_raw(raw: &RawPolicy, prefix: &str) -> Result<Policy, ConfigError> {
@@ -160,6 +143,7 @@ impl Policy {
             public,
             client_credentials: auth_methods.contains(&AuthMethod::ClientCredentials),
             bearer: auth_methods.contains(&AuthMethod::Bearer),
+            introspection: auth_methods.contains(&AuthMethod::Introspection),
             clients_allowed: raw.clients_allowed.clone(),
             requirements,
             claims_forbidden: list(&raw.claims_forbidden),

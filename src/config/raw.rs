@@ -1,7 +1,6 @@
 //! The configuration as the operator writes it: one JSON object, names after Kong's plugin.
 //! Only shape and types are checked here; meaning is checked by each group in `config`.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -9,6 +8,7 @@ use serde::Deserialize;
 pub(super) enum AuthMethod {
     ClientCredentials,
     Bearer,
+    Introspection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -51,6 +51,27 @@ fn default_timeout() -> u64 {
     10_000
 }
 
+/// A string, or Kong's form of one: an array holding one string.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneString {
+    One(String),
+    List(Vec<String>),
+}
+
+impl OneString {
+    /// The string; `None` for an array that does not hold exactly one.
+    pub fn get(&self) -> Option<&str> {
+        match self {
+            OneString::One(s) => Some(s),
+            OneString::List(l) => match l.as_slice() {
+                [one] => Some(one),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// Every key of [`RawConfig`], for documentation and tooling checks (the configuration
 /// reference must name each one).
 pub const KEYS: &[&str] = &[
@@ -64,6 +85,11 @@ pub const KEYS: &[&str] = &[
     "token_endpoint_auth_method",
     "client_id",
     "client_secret",
+    "introspection_endpoint",
+    "introspection_endpoint_auth_method",
+    "introspect_jwt_tokens",
+    "cache_introspection",
+    "cache_ttl_max",
     "clients_allowed",
     "scopes",
     "scopes_claim",
@@ -182,10 +208,17 @@ pub(super) struct RawConfig {
     pub bearer_token_param_type: Vec<ParamType>,
     #[serde(default = "default_token_auth")]
     pub token_endpoint_auth_method: TokenEndpointAuth,
-    /// The gateway's own client at the IdP (Kong's meaning), for introspection: refused
-    /// whatever its form until then.
-    pub client_id: Option<IgnoredAny>,
-    pub client_secret: Option<IgnoredAny>,
+    /// The gateway's own client at the IdP (Kong's meaning), for introspection.
+    pub client_id: Option<OneString>,
+    pub client_secret: Option<OneString>,
+    pub introspection_endpoint: Option<String>,
+    #[serde(default = "default_token_auth")]
+    pub introspection_endpoint_auth_method: TokenEndpointAuth,
+    #[serde(default)]
+    pub introspect_jwt_tokens: bool,
+    #[serde(default = "default_true")]
+    pub cache_introspection: bool,
+    pub cache_ttl_max: Option<u64>,
     pub clients_allowed: Option<Vec<String>>,
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -67,16 +67,90 @@ fn defaults_follow_the_spec() {
 }
 
 #[test]
-fn kongs_client_id_is_refused_naming_the_allow_list_key() {
+fn kongs_client_id_and_secret_are_the_gateways_own_client() {
     // Kong's form (an array of one string) and a plain string alike.
     for json in [
         r#"{"issuer":"http://i","client_id":["gateway"],"client_secret":["s"]}"#,
-        r#"{"issuer":"http://i","client_id":"gateway"}"#,
+        r#"{"issuer":"http://i","client_id":"gateway","client_secret":"s"}"#,
+    ] {
+        let c = parse(json).unwrap();
+        let client = c.idp.gateway_client.unwrap();
+        assert_eq!(
+            (client.id.as_str(), client.secret.expose()),
+            ("gateway", "s")
+        );
+    }
+    // An id without a secret is what an old configuration's allow-list looks like: refused,
+    // naming the key it meant.
+    for json in [
+        r#"{"issuer":"http://i","client_id":["svc-a"]}"#,
+        r#"{"issuer":"http://i","client_id":"svc-a"}"#,
     ] {
         let e = parse(json).unwrap_err();
         assert_eq!(e.key, "client_id");
         assert!(e.to_string().contains("clients_allowed"), "{e}");
     }
+    for (json, key) in [
+        (
+            r#"{"issuer":"http://i","client_id":["a","b"],"client_secret":"s"}"#,
+            "client_id",
+        ),
+        (
+            r#"{"issuer":"http://i","client_id":"a","client_secret":""}"#,
+            "client_secret",
+        ),
+        (
+            r#"{"issuer":"http://i","client_id":"a","client_secret":7}"#,
+            "client_secret",
+        ),
+        (
+            r#"{"issuer":"http://i","client_secret":"s"}"#,
+            "client_secret",
+        ),
+    ] {
+        assert_eq!(key_of(json), key, "{json}");
+    }
+    let typed = parse(r#"{"issuer":"http://i","client_id":"a","client_secret":7}"#).unwrap_err();
+    assert!(typed.reason.contains("an array of one string"), "{typed}");
+}
+
+#[test]
+fn introspection_needs_the_gateways_own_client() {
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","auth_methods":["introspection"]}"#),
+        "auth_methods"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","policies":{"opaque":{"auth_methods":["introspection"]}}}"#),
+        "policies.opaque.auth_methods"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","introspect_jwt_tokens":true}"#),
+        "introspect_jwt_tokens"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","cache_ttl_max":0}"#),
+        "cache_ttl_max"
+    );
+    assert_eq!(
+        key_of(r#"{"issuer":"http://i","introspection_endpoint":"ftp://x"}"#),
+        "introspection_endpoint"
+    );
+    let c = parse(
+        r#"{"issuer":"http://i","client_id":"g","client_secret":"s","auth_methods":["introspection"],
+            "introspection_endpoint":"https://idp/introspect","introspection_endpoint_auth_method":"client_secret_post",
+            "cache_ttl_max":60,"cache_introspection":false,"introspect_jwt_tokens":true}"#,
+    )
+    .unwrap();
+    assert!(c.policy.introspection && !c.policy.bearer);
+    // Introspection reads bearer tokens from where bearer tokens are read.
+    assert!(c.sources(&c.policy).1.header);
+    assert_eq!(
+        c.idp.introspection_auth,
+        TokenEndpointAuth::ClientSecretPost
+    );
+    assert_eq!(c.accept.ttl_max_ms, Some(60_000));
+    assert!(!c.accept.cache_introspection && c.accept.introspect_jwt);
 }
 
 #[test]
@@ -385,7 +459,10 @@ fn configuration_errors_read_as_an_operator_wrote_the_json() {
     // An unknown value keeps the list of the known ones: it is short, and the fix.
     let unknown = line(r#"{"issuer":"http://i","auth_methods":["password"]}"#);
     assert!(
-        unknown.ends_with("unknown variant `password`, expected `client_credentials` or `bearer`"),
+        unknown.ends_with(
+            "unknown variant `password`, expected one of `client_credentials`, `bearer`, \
+             `introspection`"
+        ),
         "{unknown}"
     );
 }

@@ -60,6 +60,14 @@ impl Metrics {
                 "oidcgate.cache.token.miss",
                 counters.token_misses - r.token_misses,
             ),
+            (
+                "oidcgate.cache.introspection.hit",
+                counters.answer_hits - r.answer_hits,
+            ),
+            (
+                "oidcgate.cache.introspection.miss",
+                counters.answer_misses - r.answer_misses,
+            ),
         ] {
             self.add(name, delta);
         }
