@@ -112,6 +112,12 @@ impl World {
         }
         let fetch = self.pending.swap_remove(index % self.pending.len());
         let now = self.now_ms;
+        // Introspection answers are always "inactive": an opaque token is then never
+        // allowed, so the fail-closed check below (a verifying JWT) stays exact.
+        let body = match fetch.resource {
+            Resource::Introspection(_) => canned(&fetch.resource).as_bytes(),
+            _ => body,
+        };
         self.gates[worker].on_answer(&mut self.store, &fetch.resource, status, body, now);
     }
 }
@@ -131,6 +137,7 @@ fn canned(resource: &Resource) -> &'static str {
         Resource::Discovery => DISCOVERY,
         Resource::Jwks => JWKS,
         Resource::Token(_) => TOKEN_RESPONSE,
+        Resource::Introspection(_) => r#"{"active":false}"#,
     }
 }
 

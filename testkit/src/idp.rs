@@ -1,7 +1,8 @@
 //! A mock IdP shaped like an Okta custom authorization server (`/oauth2/default`): OIDC
-//! discovery, a JWKS, and a `client_credentials` token endpoint issuing Okta-shaped JWT access
-//! tokens — plus controls for tests: key rotation, injected faults, going down and up again,
-//! request counts.
+//! discovery, a JWKS, a `client_credentials` token endpoint issuing Okta-shaped JWT access
+//! tokens (or opaque ones, for clients set so), and an RFC 7662 introspection endpoint —
+//! plus controls for tests: key rotation, injected faults, going down and up again,
+//! revocation, request counts.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -40,7 +41,8 @@ pub enum Endpoint {
     Discovery,
     Jwks,
     Token,
-    /// All three.
+    Introspection,
+    /// All four.
     All,
 }
 
@@ -70,6 +72,7 @@ pub struct Counts {
     pub discovery: u64,
     pub jwks: u64,
     pub token: u64,
+    pub introspection: u64,
 }
 
 /// What the token endpoint saw in the last request whose client credentials it could read
@@ -115,15 +118,25 @@ struct Client {
     secret: String,
     allowed_scopes: Vec<String>,
     default_scopes: Vec<String>,
+    /// Issues opaque access tokens (as Okta's org authorization server does), not JWTs.
+    opaque: bool,
+}
+
+/// An opaque token this IdP issued: what its introspection answers with.
+struct OpaqueToken {
+    claims: Value,
+    exp: u64,
 }
 
 /// Mutable settings, behind one lock: every access is short and never held across an await.
 struct Settings {
     active_kid: String,
     jwks: Value,
-    faults: [Fault; 3],
+    faults: [Fault; 4],
     token_ttl: Duration,
     clients: HashMap<String, Client>,
+    opaque: HashMap<String, OpaqueToken>,
+    revoked: std::collections::HashSet<String>,
     last_token_request: Option<TokenRequestSeen>,
     jwks_uri_override: Option<String>,
     token_endpoint_override: Option<String>,
@@ -131,7 +144,7 @@ struct Settings {
 
 struct Shared {
     issuer: String,
-    counts: [AtomicU64; 3],
+    counts: [AtomicU64; 4],
     settings: Mutex<Settings>,
 }
 
@@ -161,6 +174,8 @@ impl MockIdp {
                 faults: Default::default(),
                 token_ttl: Duration::from_secs(3600),
                 clients: HashMap::new(),
+                opaque: HashMap::new(),
+                revoked: Default::default(),
                 last_token_request: None,
                 jwks_uri_override: None,
                 token_endpoint_override: None,
@@ -193,6 +208,11 @@ impl MockIdp {
         format!("{}/v1/token", self.shared.issuer)
     }
 
+    /// `<issuer>/v1/introspect`.
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/v1/introspect", self.shared.issuer)
+    }
+
     /// `<issuer>/v1/keys`.
     pub fn jwks_uri(&self) -> String {
         format!("{}/v1/keys", self.shared.issuer)
@@ -214,8 +234,36 @@ impl MockIdp {
                 secret: secret.to_string(),
                 allowed_scopes: strings(allowed_scopes),
                 default_scopes: strings(default_scopes),
+                opaque: false,
             },
         );
+    }
+
+    /// Makes the token endpoint issue opaque tokens to client `id` (registered already), as
+    /// Okta's org authorization server does; only introspection can tell what they are.
+    pub fn issue_opaque_to(&self, id: &str) {
+        if let Some(client) = self.shared.settings().clients.get_mut(id) {
+            client.opaque = true;
+        }
+    }
+
+    /// An opaque access token, as this IdP would issue to `client_id` with `scopes`, for
+    /// `ttl`; `extra` (a JSON object) is merged over what introspection answers of it.
+    pub fn issue_opaque(
+        &self,
+        client_id: &str,
+        scopes: &[&str],
+        ttl: Duration,
+        extra: Value,
+    ) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.shared
+            .opaque_token(client_id, &scopes, ttl.as_secs(), extra)
+    }
+
+    /// Revokes `token` (opaque or JWT): introspection calls it inactive from now on.
+    pub fn revoke(&self, token: &str) {
+        self.shared.settings().revoked.insert(token.to_string());
     }
 
     /// Unregisters a client: its credentials become `invalid_client`.
@@ -256,7 +304,7 @@ impl MockIdp {
         let mut settings = self.shared.settings();
         match endpoint.index() {
             Some(i) => settings.faults[i] = fault,
-            None => settings.faults = [fault.clone(), fault.clone(), fault],
+            None => settings.faults = [fault.clone(), fault.clone(), fault.clone(), fault],
         }
     }
 
@@ -277,7 +325,7 @@ impl MockIdp {
     }
 
     pub fn counts(&self) -> Counts {
-        let [discovery, jwks, token] = self
+        let [discovery, jwks, token, introspection] = self
             .shared
             .counts
             .each_ref()
@@ -286,6 +334,7 @@ impl MockIdp {
             discovery,
             jwks,
             token,
+            introspection,
         }
     }
 
@@ -342,6 +391,7 @@ impl Endpoint {
             Endpoint::Discovery => Some(0),
             Endpoint::Jwks => Some(1),
             Endpoint::Token => Some(2),
+            Endpoint::Introspection => Some(3),
             Endpoint::All => None,
         }
     }
@@ -535,7 +585,22 @@ impl Shared {
 
         let ttl = settings.token_ttl.as_secs();
         let kid = settings.active_kid.clone();
+        let opaque = client.opaque;
         drop(settings); // signing is the slow part; do not hold the lock for it
+        if opaque {
+            let access_token = self.opaque_token(&client_id, &scopes, ttl, json!({}));
+            let body = json!({
+                "token_type": "Bearer",
+                "expires_in": ttl,
+                "access_token": access_token,
+                "scope": scopes.join(" "),
+            });
+            return Ok((
+                [(CACHE_CONTROL, "no-store"), (PRAGMA, "no-cache")],
+                Json(body),
+            )
+                .into_response());
+        }
         let alg = keys::default_alg(&kid);
         let access_token = keys::mint_raw(
             &json!({"alg": alg, "kid": kid}),
@@ -555,6 +620,91 @@ impl Shared {
         )
             .into_response())
     }
+}
+
+impl Shared {
+    /// Issues an opaque token: random, with what introspection will answer of it.
+    fn opaque_token(&self, client_id: &str, scopes: &[String], ttl: u64, extra: Value) -> String {
+        let random: u128 = jwt_simple::reexports::rand::random();
+        let token = keys::b64url(random.to_be_bytes());
+        let iat = keys::now();
+        let mut claims = json!({
+            "scope": scopes.join(" "),
+            "username": client_id,
+            "exp": iat + ttl,
+            "iat": iat,
+            "sub": client_id,
+            "aud": AUDIENCE,
+            "iss": self.issuer,
+            "jti": new_jti(),
+            "token_type": "Bearer",
+            "client_id": client_id,
+        });
+        if let (Some(c), Value::Object(more)) = (claims.as_object_mut(), extra) {
+            c.extend(more);
+        }
+        self.settings().opaque.insert(
+            token.clone(),
+            OpaqueToken {
+                claims,
+                exp: iat + ttl,
+            },
+        );
+        token
+    }
+
+    /// RFC 7662 §2: what is known of the token, to a client that authenticates (Basic or
+    /// form, as at the token endpoint). A JWT this IdP could have issued is active until its
+    /// `exp` unless revoked (its signature is not checked here).
+    fn introspect(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+        let params: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+        let (id, secret, basic) = match headers.get(AUTHORIZATION) {
+            Some(value) => match parse_basic(value) {
+                Some((id, secret)) => (id, secret, true),
+                None => return Err(OAuthError::client(true)),
+            },
+            None => match (params.get("client_id"), params.get("client_secret")) {
+                (Some(id), Some(secret)) => (id.clone(), secret.clone(), false),
+                _ => return Err(OAuthError::client(false)),
+            },
+        };
+        let settings = self.settings();
+        if settings.clients.get(&id).is_none_or(|c| c.secret != secret) {
+            return Err(OAuthError::client(basic));
+        }
+        let Some(token) = params.get("token").filter(|t| !t.is_empty()) else {
+            return Err(OAuthError::request("missing token"));
+        };
+        let now = keys::now();
+        let inactive = Json(json!({"active": false})).into_response();
+        if settings.revoked.contains(token) {
+            return Ok(inactive);
+        }
+        let mut claims = match settings.opaque.get(token) {
+            Some(o) if o.exp > now => o.claims.clone(),
+            Some(_) => return Ok(inactive),
+            None => match jwt_payload(token) {
+                Some(c)
+                    if c["iss"] == self.issuer.as_str()
+                        && c["exp"].as_u64().is_some_and(|exp| exp > now) =>
+                {
+                    c
+                }
+                _ => return Ok(inactive),
+            },
+        };
+        claims["active"] = json!(true);
+        Ok(Json(claims).into_response())
+    }
+}
+
+/// A JWT's payload, unverified.
+fn jwt_payload(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The claims of an access token as this IdP issues them, an Okta custom authorization
@@ -709,6 +859,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/oauth2/default/v1/keys", get(jwks))
         .route("/oauth2/default/v1/token", post(token))
+        .route("/oauth2/default/v1/introspect", post(introspect))
         .with_state(shared)
 }
 
@@ -744,6 +895,21 @@ async fn token(
         .serve(Endpoint::Token, &conn, || {
             shared
                 .token(&headers, &body)
+                .unwrap_or_else(IntoResponse::into_response)
+        })
+        .await
+}
+
+async fn introspect(
+    State(shared): State<Arc<Shared>>,
+    Extension(conn): Extension<ConnHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared
+        .serve(Endpoint::Introspection, &conn, || {
+            shared
+                .introspect(&headers, &body)
                 .unwrap_or_else(IntoResponse::into_response)
         })
         .await

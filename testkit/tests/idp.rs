@@ -571,7 +571,8 @@ async fn down_refuses_connections_and_up_restores_the_same_idp() {
         Counts {
             discovery: 2,
             jwks: 0,
-            token: 1
+            token: 1,
+            introspection: 0
         }
     );
 }
@@ -591,9 +592,92 @@ async fn counts_include_failed_requests_and_reset() {
         Counts {
             discovery: 1,
             jwks: 2,
-            token: 3
+            token: 3,
+            introspection: 0
         }
     );
     idp.reset_counts();
     assert_eq!(idp.counts(), Counts::default());
+}
+
+/// An RFC 7662 request to the mock's introspection endpoint, as `id`/`secret` (Basic).
+async fn introspect(idp: &MockIdp, id: &str, secret: &str, token: &str) -> Answer {
+    send(
+        testkit::http_client()
+            .post(idp.introspection_endpoint())
+            .basic_auth(id, Some(secret))
+            .form(&[("token", token), ("token_type_hint", "access_token")]),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn introspection_answers_okta_shaped_for_opaque_tokens_and_jwts_and_needs_a_client() {
+    let idp = MockIdp::start().await;
+    let token = idp.issue_opaque(
+        "svc",
+        &["read", "write"],
+        Duration::from_secs(60),
+        json!({}),
+    );
+    let a = introspect(&idp, "demo-client", "demo-secret", &token).await;
+    assert_eq!(a.status, 200);
+    let body = a.json();
+    assert_eq!(body["active"], true);
+    assert_eq!(body["scope"], "read write");
+    assert_eq!(body["client_id"], "svc");
+    assert_eq!(body["iss"], idp.issuer());
+    assert!(body["exp"].as_u64().unwrap() > keys::now());
+    // A JWT this IdP issued is active too, until revoked.
+    let jwt = idp.mint(MintSpec::default());
+    assert_eq!(
+        introspect(&idp, "demo-client", "demo-secret", &jwt)
+            .await
+            .json()["active"],
+        true
+    );
+    idp.revoke(&jwt);
+    idp.revoke(&token);
+    for t in [jwt.as_str(), token.as_str(), "never-issued"] {
+        assert_eq!(
+            introspect(&idp, "demo-client", "demo-secret", t)
+                .await
+                .json(),
+            json!({"active": false})
+        );
+    }
+    // Only a registered client may ask.
+    let refused = introspect(&idp, "demo-client", "wrong", "never-issued").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"], "invalid_client");
+    // Discovery names the endpoint; faults and counts apply to it as to the others.
+    assert_eq!(
+        get(&idp.discovery_url()).await.json()["introspection_endpoint"],
+        idp.introspection_endpoint()
+    );
+    idp.set_fault(Endpoint::Introspection, Fault::Status(503));
+    assert_eq!(
+        introspect(&idp, "demo-client", "demo-secret", &token)
+            .await
+            .status,
+        503
+    );
+    assert_eq!(idp.counts().introspection, 7);
+}
+
+#[tokio::test]
+async fn a_client_set_to_opaque_tokens_gets_them_from_the_token_endpoint() {
+    let idp = MockIdp::start().await;
+    idp.issue_opaque_to("demo-client");
+    let a = token_basic(&idp, "demo-client", "demo-secret", None).await;
+    assert_eq!(a.status, 200);
+    let token = a.json()["access_token"].as_str().unwrap().to_string();
+    assert!(!token.contains('.'), "{token}");
+    let answer = introspect(&idp, "demo-client", "demo-secret", &token)
+        .await
+        .json();
+    assert_eq!(
+        (answer["active"].clone(), answer["sub"].clone()),
+        (json!(true), json!("demo-client"))
+    );
 }

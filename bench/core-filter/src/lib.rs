@@ -123,6 +123,7 @@ fn run(input: &[u8]) -> Result<(), String> {
         Resource::Token(_) => {
             json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}).to_string()
         }
+        Resource::Introspection(_) => json!({"active": false}).to_string(),
     }
     };
     let bearer = Credential::Bearer(token.into());
