@@ -258,14 +258,18 @@ pub fn check_times(
     now_s: u64,
     leeway_s: u64,
 ) -> Result<(), TokenProblem> {
-    let time = |name: &str| claims.get(name).and_then(Value::as_u64);
-    if time("exp").is_some_and(|exp| now_s >= exp.saturating_add(leeway_s)) {
+    // RFC 7662 §2.2: whole seconds. Anything else present is not a time anyone can check.
+    let time = |name: &str| match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(TokenProblem::Malformed),
+    };
+    if time("exp")?.is_some_and(|exp| now_s >= exp.saturating_add(leeway_s)) {
         return Err(TokenProblem::Expired);
     }
-    if time("nbf").is_some_and(|nbf| now_s.saturating_add(leeway_s) < nbf) {
+    if time("nbf")?.is_some_and(|nbf| now_s.saturating_add(leeway_s) < nbf) {
         return Err(TokenProblem::NotYetValid);
     }
-    if time("iat").is_some_and(|iat| iat > now_s.saturating_add(leeway_s)) {
+    if time("iat")?.is_some_and(|iat| iat > now_s.saturating_add(leeway_s)) {
         return Err(TokenProblem::IssuedInFuture);
     }
     Ok(())
@@ -273,4 +277,34 @@ pub fn check_times(
 
 fn claims_size(claims: &Map<String, Value>) -> usize {
     serde_json::to_string(claims).map_or(1024, |s| s.len() * 2) + 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn times(v: Value) -> Result<(), TokenProblem> {
+        check_times(v.as_object().unwrap(), 1_000, 5)
+    }
+
+    #[test]
+    fn an_answers_times_are_checked_with_leeway_exactly_and_must_be_whole_seconds() {
+        assert_eq!(times(json!({})), Ok(()));
+        assert_eq!(times(json!({"exp": 996})), Ok(()));
+        assert_eq!(times(json!({"exp": 995})), Err(TokenProblem::Expired));
+        assert_eq!(times(json!({"nbf": 1_005})), Ok(()));
+        assert_eq!(times(json!({"nbf": 1_006})), Err(TokenProblem::NotYetValid));
+        assert_eq!(
+            times(json!({"iat": 1_006})),
+            Err(TokenProblem::IssuedInFuture)
+        );
+        for bad in [json!(1.5e9), json!("1800000000"), json!(-1), json!(null)] {
+            assert_eq!(
+                times(json!({"exp": bad})),
+                Err(TokenProblem::Malformed),
+                "{bad}"
+            );
+        }
+    }
 }
