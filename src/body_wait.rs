@@ -55,6 +55,11 @@ impl BodyWait {
         true
     }
 
+    /// The host is known to withhold bodies: no request waits for one from now on.
+    pub fn withheld(&mut self) {
+        self.delivery = Delivery::Withheld;
+    }
+
     /// Body bytes reached `context` while its headers were held.
     pub fn arrived(&mut self, context: u32) {
         self.waiting.remove(&context);

@@ -103,6 +103,13 @@ impl Lifecycle {
         self.bodies.start(context, deadline)
     }
 
+    /// The host never delivers the body of a request held on its headers (nor wakes a
+    /// request from outside its own callbacks, which waiting for one would need): requests
+    /// whose credential could only be in their body are refused at once.
+    pub fn withhold_bodies(&mut self) {
+        self.bodies.withheld();
+    }
+
     /// Body bytes reached `context` while its headers were held.
     pub fn on_body(&mut self, context: u32) {
         self.bodies.arrived(context);
@@ -118,6 +125,24 @@ impl Lifecycle {
     /// How many requests wait for the IdP.
     pub fn parked(&self) -> usize {
         self.parked.len()
+    }
+
+    /// Whether request `context` sent a callout that has not been answered yet: in a host
+    /// that wakes a request only in its own callbacks, the answer to it will.
+    pub fn has_callout(&self, context: u32) -> bool {
+        self.in_flight.values().any(|f| f.owner == Some(context))
+    }
+
+    /// Parked request `context` cannot be woken again (a host that resumes a request only
+    /// in its own callbacks, with nothing left to call it back): 503 now, as at its deadline,
+    /// rather than a request left waiting forever.
+    pub fn give_up(&mut self, context: u32, now_ms: u64) -> Verdict {
+        let credential = self.parked.remove(&context).map(|p| p.credential);
+        self.bodies.forget(context);
+        self.tally.bump("oidcgate.parked.timeout");
+        let verdict = Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 });
+        self.count(context, credential.as_ref(), &verdict, now_ms);
+        verdict
     }
 
     /// A new request with its credential, judged by `policy`; `now_ms` is `None` when the

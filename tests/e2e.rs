@@ -1,6 +1,7 @@
 //! The built `oidcgate.wasm` inside a real Envoy, against the mock IdP over real HTTP, with
 //! an echo upstream that reports what it received. Each test gets its own IdP, echo and
-//! Envoy on free loopback ports, so IdP call counts belong to the test alone.
+//! Envoy on free loopback ports, so IdP call counts belong to the test alone. The core cases
+//! live in tests/cases/, shared with tests/kong_host.rs (Kong's wasm host).
 
 // A test asserts by panicking; the panic-path lints guard the filter, not its tests.
 #![allow(
@@ -10,25 +11,16 @@
     clippy::panic
 )]
 
-use std::time::{Duration, Instant};
+mod cases;
 
+use std::time::Duration;
+
+use cases::{assert_invalid_token, filter_config, idp_token, EnvoyHost};
 use serde_json::{json, Value};
 use testkit::echo::Echo;
 use testkit::envoy::{Envoy, EnvoyOpts};
 use testkit::idp::{Endpoint, Fault, MintSpec, MockIdp};
-use testkit::{Answer, Stack};
-
-/// The configuration every test starts from; `extra` keys are merged over it.
-fn filter_config(extra: Value) -> Value {
-    testkit::merged(
-        json!({
-            "timeout": 2000,
-            "upstream_headers_claims": ["iss", "sub", "scp"],
-            "upstream_headers_names": ["Issuer_Header", "X-Subject", "X-Scopes"],
-        }),
-        extra,
-    )
-}
+use testkit::Stack;
 
 async fn stack_with(extra: Value, concurrency: u32) -> Stack {
     Stack::start(MockIdp::start().await, filter_config(extra), concurrency).await
@@ -38,109 +30,29 @@ async fn stack() -> Stack {
     stack_with(json!({}), 1).await
 }
 
-/// A token straight from the IdP, as a caller with its own client would get one.
-async fn idp_token(s: &Stack) -> String {
-    let resp: Value = s
-        .http
-        .post(s.idp.token_endpoint())
-        .basic_auth("demo-client", Some("demo-secret"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    resp["access_token"].as_str().unwrap().to_string()
-}
-
-fn assert_invalid_token(a: &Answer) {
-    assert_eq!(a.status, 401, "{:?}", a.body);
-    assert!(
-        a.www_authenticate().contains("error=\"invalid_token\""),
-        "{}",
-        a.www_authenticate()
-    );
-    assert_eq!(a.body["error"], "invalid_token");
-}
-
 #[tokio::test]
 async fn no_credentials_is_401_with_a_bearer_challenge() {
-    let s = stack().await;
-    let a = s.get("/api").await;
-    assert_eq!(a.status, 401);
-    assert_eq!(
-        a.www_authenticate(),
-        format!("Bearer realm=\"127.0.0.1:{}\"", s.idp.port())
-    );
-    assert_eq!(a.body["error"], "unauthorized");
-    assert_eq!(s.echo.requests(), 0);
+    cases::no_credentials_is_401_with_a_bearer_challenge(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn client_credentials_are_exchanged_and_the_secret_never_reaches_upstream() {
-    let s = stack().await;
-    let a = s.basic("demo-client", "demo-secret").await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    let auth = a.upstream("authorization").unwrap();
-    let token = auth.strip_prefix("Bearer ").expect("bearer token upstream");
-    assert_eq!(token.split('.').count(), 3);
-    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
-    assert_eq!(a.upstream("X-Subject"), Some("demo-client"));
-    let echoed = a.body.to_string();
-    assert!(!echoed.contains("demo-secret"));
-    assert!(!echoed.contains("Basic "));
-    let seen = s.idp.last_token_request().unwrap();
-    assert_eq!(seen.auth_method, "client_secret_basic");
-    assert_eq!(seen.client_id, "demo-client");
+    cases::client_credentials_are_exchanged_and_the_secret_never_reaches_upstream(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn cached_client_token_means_no_more_idp_calls() {
-    let s = stack().await;
-    let first = s.basic("demo-client", "demo-secret").await;
-    for _ in 0..5 {
-        let again = s.basic("demo-client", "demo-secret").await;
-        assert_eq!(again.status, 200);
-        assert_eq!(
-            again.upstream("authorization"),
-            first.upstream("authorization")
-        );
-    }
-    assert_eq!(s.idp.counts().token, 1);
+    cases::cached_client_token_means_no_more_idp_calls(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn wrong_secret_right_after_a_cached_right_one_is_401() {
-    let s = stack().await;
-    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
-    let a = s.basic("demo-client", "wrong").await;
-    assert_eq!(a.status, 401);
-    assert!(a.www_authenticate().contains("error=\"invalid_client\""));
-    assert_eq!(s.idp.counts().token, 2);
-    // Remembered for cache_ttl_neg: the IdP is not asked again.
-    assert_eq!(s.basic("demo-client", "wrong").await.status, 401);
-    assert_eq!(s.idp.counts().token, 2);
-    assert_eq!(s.echo.requests(), 1);
+    cases::wrong_secret_right_after_a_cached_right_one_is_401(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn bearer_token_from_the_idp_is_verified_and_forwarded() {
-    let s = stack().await;
-    let token = idp_token(&s).await;
-    let a = s.bearer(&token).await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    assert_eq!(
-        a.upstream("authorization"),
-        Some(format!("Bearer {token}").as_str())
-    );
-    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
-    // scp ["read"] travels as base64 of its JSON.
-    assert_eq!(a.upstream("X-Scopes"), Some("WyJyZWFkIl0="));
-    // Verified once: a second use does not touch the IdP either.
-    let jwks = s.idp.counts().jwks;
-    assert_eq!(s.bearer(&token).await.status, 200);
-    assert_eq!(s.idp.counts().jwks, jwks);
+    cases::bearer_token_from_the_idp_is_verified_and_forwarded(&EnvoyHost).await;
 }
 
 #[tokio::test]
@@ -253,50 +165,7 @@ async fn missing_scope_is_403_insufficient_scope() {
 
 #[tokio::test]
 async fn caller_copies_of_claim_headers_are_replaced() {
-    let s = stack().await;
-    // Two copies each: overwriting one copy in place would leave the other to the upstream.
-    let spoofed = |req: reqwest::RequestBuilder| {
-        req.header("Issuer_Header", "https://evil.example.com")
-            .header("Issuer_Header", "https://evil.example.org")
-            .header("X-Subject", "admin")
-            .header("X-Subject", "root")
-            .header("X-Scopes", "spoof")
-            // Spellings CGI, WSGI and Rack upstreams read as the same headers.
-            .header("X_Subject", "admin")
-            .header("issuer-header", "https://evil.example.net")
-            .header("x_scopes", "spoof")
-    };
-    let no_other_spelling = |a: &Answer| {
-        for name in ["x_subject", "issuer-header", "x_scopes"] {
-            assert!(
-                a.upstream(name).is_none(),
-                "{name} reached the upstream: {:?}",
-                a.body
-            );
-        }
-    };
-    let a = s
-        .send(spoofed(
-            s.http
-                .get(s.envoy.url("/api"))
-                .basic_auth("demo-client", Some("demo-secret")),
-        ))
-        .await;
-    assert_eq!(a.status, 200);
-    assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
-    assert_eq!(a.upstream("X-Subject"), Some("demo-client"));
-    no_other_spelling(&a);
-    // A claim the token lacks: the caller's copy is removed, not passed through.
-    let no_sub = s.idp.mint(MintSpec {
-        remove: vec!["sub"],
-        ..MintSpec::default()
-    });
-    let a = s
-        .send(spoofed(s.http.get(s.envoy.url("/api")).bearer_auth(no_sub)))
-        .await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    assert_eq!(a.upstream("X-Subject"), None);
-    no_other_spelling(&a);
+    cases::caller_copies_of_claim_headers_are_replaced(&EnvoyHost).await;
 }
 
 #[tokio::test]
@@ -341,112 +210,32 @@ async fn a_second_authorization_header_never_reaches_upstream() {
 
 #[tokio::test]
 async fn thirty_concurrent_first_requests_on_two_workers_make_one_token_call() {
-    let s = stack_with(json!({}), 2).await;
-    let requests = (0..30).map(|_| s.basic("demo-client", "demo-secret"));
-    let answers = futures::future::join_all(requests).await;
-    for a in &answers {
-        assert_eq!(a.status, 200, "{:?}", a.body);
-    }
-    assert_eq!(s.idp.counts().token, 1);
-    assert_eq!(s.idp.counts().jwks, 1);
-    assert_eq!(s.idp.counts().discovery, 1);
+    cases::thirty_concurrent_first_requests_on_two_workers_make_one_token_call(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn key_rotation_is_picked_up_without_restart() {
-    let s = stack_with(json!({"rediscovery_lifetime": 1}), 1).await;
-    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
-    s.idp.publish(&["rsa-2", "rsa-1", "ec-1", "ed-1"]);
-    s.idp.rotate_to("rsa-2");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let token = idp_token(&s).await;
-    let a = s.bearer(&token).await;
-    assert_eq!(a.status, 200, "{:?}", a.body);
-    assert_eq!(s.idp.counts().jwks, 2);
+    cases::key_rotation_is_picked_up_without_restart(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn idp_down_cached_credentials_pass_new_ones_get_503_then_recover() {
-    let s = stack_with(json!({"timeout": 1000}), 1).await;
-    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 200);
-    let token = idp_token(&s).await;
-    s.idp
-        .add_client("late-client", "late-secret", &["read"], &["read"]);
-    s.idp.down().await;
-
-    assert_eq!(
-        s.basic("demo-client", "demo-secret").await.status,
-        200,
-        "cached token keeps serving"
-    );
-    assert_eq!(
-        s.bearer(&token).await.status,
-        200,
-        "cached key set keeps serving"
-    );
-    let started = Instant::now();
-    let a = s.basic("late-client", "late-secret").await;
-    assert_eq!(a.status, 503);
-    assert!(a.headers.contains_key("retry-after"));
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "answered within the timeout"
-    );
-
-    s.idp.up().await;
-    let mut status = 0;
-    for _ in 0..80 {
-        status = s.basic("late-client", "late-secret").await.status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(status, 200, "recovers by itself once the IdP is back");
+    cases::idp_down_cached_credentials_pass_new_ones_get_503_then_recover(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn slow_idp_is_503_at_the_timeout_not_a_hang() {
-    let s = stack_with(json!({"timeout": 500}), 1).await;
-    s.idp
-        .set_fault(Endpoint::Token, Fault::Delay(Duration::from_secs(5)));
-    let started = Instant::now();
-    let a = s.basic("demo-client", "demo-secret").await;
-    assert_eq!(a.status, 503);
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    cases::slow_idp_is_503_at_the_timeout_not_a_hang(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn idp_errors_and_garbage_are_503_never_401() {
-    for fault in [Fault::Status(500), Fault::Garbage, Fault::Truncated] {
-        let s = stack().await;
-        s.idp.set_fault(Endpoint::Token, fault);
-        let a = s.basic("demo-client", "demo-secret").await;
-        assert_eq!(a.status, 503, "{:?}", a.body);
-        assert!(a.headers.contains_key("retry-after"));
-    }
+    cases::idp_errors_and_garbage_are_503_never_401(&EnvoyHost).await;
 }
 
 #[tokio::test]
 async fn envoy_started_with_the_idp_down_recovers_when_it_comes_up() {
-    let idp = MockIdp::start().await;
-    idp.down().await;
-    let s = Stack::start(idp, filter_config(json!({"timeout": 500})), 1).await;
-    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 503);
-    s.idp.up().await;
-    let mut status = 0;
-    for _ in 0..80 {
-        status = s.basic("demo-client", "demo-secret").await.status;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(status, 200);
+    cases::started_with_the_idp_down_recovers_when_it_comes_up(&EnvoyHost).await;
 }
 
 #[tokio::test]
@@ -786,4 +575,14 @@ async fn an_issuer_configured_with_a_trailing_slash_still_accepts_its_tokens() {
     assert_eq!(a.status, 200, "{:?}", a.body);
     let t = s.idp.mint(MintSpec::default());
     assert_eq!(s.bearer(&t).await.status, 200);
+}
+
+#[tokio::test]
+async fn refused_credentials_are_remembered_by_every_worker_then_forgotten() {
+    cases::refused_credentials_are_remembered_by_every_worker_then_forgotten(&EnvoyHost).await;
+}
+
+#[tokio::test]
+async fn a_client_token_signed_with_a_new_key_waits_for_the_refetch() {
+    cases::a_client_token_signed_with_a_new_key_waits_for_the_refetch(&EnvoyHost).await;
 }

@@ -27,6 +27,10 @@ pub struct IdpSettings {
     pub timeout_ms: u64,
     /// Least time between two key-set refetches an unknown `kid` asks for.
     pub rediscovery_ms: u64,
+    /// The `host:port` a request waiting for another request's or worker's IdP answer polls,
+    /// in hosts that wake a request only in its own callbacks (ngx_wasm_module, Kong): an
+    /// endpoint that answers after a short delay (nginx `auth_delay`). Unused in Envoy.
+    pub wait_upstream: Option<String>,
 }
 
 impl IdpSettings {
@@ -52,6 +56,20 @@ impl IdpSettings {
         {
             return Err(err("scopes", "a scope cannot contain spaces"));
         }
+        if let Some(wait) = &raw.wait_upstream {
+            if wait.trim().is_empty() {
+                return Err(err("wait_upstream", "must not be empty"));
+            }
+            if wait
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+            {
+                return Err(err(
+                    "wait_upstream",
+                    "must be a host:port, without spaces or a path",
+                ));
+            }
+        }
         if raw.timeout == 0 || raw.timeout > MAX_TIMEOUT_MS {
             return Err(err(
                 "timeout",
@@ -75,6 +93,7 @@ impl IdpSettings {
             timeout_ms: raw.timeout,
             rediscovery_ms: super::seconds("rediscovery_lifetime", raw.rediscovery_lifetime)?
                 .saturating_mul(1000),
+            wait_upstream: raw.wait_upstream.clone(),
         })
     }
 

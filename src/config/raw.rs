@@ -113,6 +113,7 @@ pub const KEYS: &[&str] = &[
     "realm",
     "policies",
     "routes",
+    "wait_upstream",
 ];
 
 /// The keys a named policy may set (each defaults to its top-level value), and `public`.
@@ -258,6 +259,8 @@ pub(super) struct RawConfig {
     pub policies: Option<std::collections::BTreeMap<String, RawPolicy>>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Kong (ngx_wasm_module): the `host:port` a waiting request polls.
+    pub wait_upstream: Option<String>,
 }
 
 impl RawConfig {

@@ -1,11 +1,13 @@
 //! The host side of the core's ports: shared data, the clock, callouts, and the request and
-//! response operations. Every host call is fallible here; none unwraps.
+//! response operations. Every host call is fallible here; none unwraps, and none goes through
+//! an SDK wrapper that panics on a status it does not expect ([`raw`]).
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
+use super::raw;
 use crate::idp::{Callout, MAX_RESPONSE_BYTES};
 use crate::outcome::Denial;
 use crate::store::SharedStore;
@@ -22,17 +24,15 @@ impl SharedStore for HostStore {
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        let cas = (cas != 0).then_some(cas);
-        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+        raw::set_shared_data(key, value, cas).is_ok()
     }
 }
 
 /// Milliseconds since the Unix epoch by the host's clock; `None` when it cannot be read.
 pub fn now_ms() -> Option<u64> {
-    hostcalls::get_current_time()
+    raw::now_ns()
         .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
+        .map(|ns| ns / 1_000_000)
         .filter(|&ms| ms > 0)
 }
 
@@ -49,11 +49,11 @@ pub fn request_header(name: &str) -> Option<String> {
 }
 
 pub fn remove_request_header(name: &str) {
-    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    let _ = raw::remove_header(MapType::HttpRequestHeaders, name);
 }
 
 pub fn set_request_header(name: &str, value: &str) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    let _ = raw::replace_header(MapType::HttpRequestHeaders, name, value);
 }
 
 pub fn request_body(size: usize) -> Option<Vec<u8>> {
@@ -63,15 +63,41 @@ pub fn request_body(size: usize) -> Option<Vec<u8>> {
 }
 
 pub fn replace_request_body(old_size: usize, body: &[u8]) -> bool {
-    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old_size, body).is_ok()
+    raw::set_buffer(BufferType::HttpRequestBody, 0, old_size, body).is_ok()
 }
 
 pub fn resume() {
-    let _ = hostcalls::resume_http_request();
+    let _ = raw::continue_request();
 }
 
 pub fn switch_to(context_id: u32) -> bool {
-    hostcalls::set_effective_context(context_id).is_ok()
+    raw::set_effective_context(context_id).is_ok()
+}
+
+/// Whether `set_effective_context` really switches contexts here, so that a request can be
+/// resumed, edited or answered from the root's tick or from another request's callback.
+/// Envoy refuses to switch to a context that does not exist; ngx_wasm_module (Kong)
+/// accepts any id because the call does nothing there: every request operation acts on the
+/// context the host is calling.
+pub fn switches_contexts() -> bool {
+    raw::set_effective_context(u32::MAX).is_err()
+}
+
+/// A poll of `upstream` (`host:port`): its answer, whatever it is, calls the request that
+/// sent it back, in a host that wakes a request only in its own callbacks.
+pub fn dispatch_poll(upstream: &str, timeout_ms: u64) -> Result<u32, Status> {
+    hostcalls::dispatch_http_call(
+        upstream,
+        vec![
+            (":method", "GET"),
+            (":path", "/oidcgate/wait"),
+            (":authority", upstream),
+            (":scheme", "http"),
+        ],
+        None,
+        vec![],
+        Duration::from_millis(timeout_ms),
+    )
 }
 
 /// Leaves the outcome where Envoy's access log can print it (`%FILTER_STATE(…:PLAIN)%`):
@@ -81,17 +107,17 @@ pub fn switch_to(context_id: u32) -> bool {
 /// depends on it.
 pub fn record_allowed(client: Option<&str>) {
     if let Some(client) = client {
-        let _ = hostcalls::set_property(vec!["oidcgate.client_id"], Some(client.as_bytes()));
+        let _ = raw::set_property(&["oidcgate.client_id"], client.as_bytes());
     }
 }
 
 fn record_refusal(reason: &str) {
-    let _ = hostcalls::set_property(vec!["oidcgate.reason"], Some(reason.as_bytes()));
+    let _ = raw::set_property(&["oidcgate.reason"], reason.as_bytes());
 }
 
 /// The policy a request is judged by, for the access log (`wasm.oidcgate.policy`).
 pub fn record_policy(name: &str) {
-    let _ = hostcalls::set_property(vec!["oidcgate.policy"], Some(name.as_bytes()));
+    let _ = raw::set_property(&["oidcgate.policy"], name.as_bytes());
 }
 
 /// The policy an Envoy route names in its metadata (`filter_metadata.oidcgate.policy`).
@@ -118,15 +144,15 @@ pub fn deny(denial: &Denial, realm: &str) {
     ];
     headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
     let body = denial.body();
-    let _ = hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()));
+    let _ = raw::send_local_response(denial.status(), &headers, body.as_bytes());
 }
 
 /// A last-resort answer when the filter has no usable configuration: fail closed.
 pub fn deny_unconfigured() {
-    let _ = hostcalls::send_http_response(
+    let _ = raw::send_local_response(
         500,
-        vec![("content-type", "application/json"), ("cache-control", "no-store")],
-        Some(br#"{"error":"server_error","error_description":"authentication filter is not configured"}"#),
+        &[("content-type", "application/json"), ("cache-control", "no-store")],
+        br#"{"error":"server_error","error_description":"authentication filter is not configured"}"#,
     );
 }
 

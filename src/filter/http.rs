@@ -18,7 +18,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::host::{self, HostStore};
-use super::worker::{allow, deliver, pump, Shared};
+use super::worker::{allow, deliver, keep_waiting, pump, Shared};
 use crate::config::PolicyId;
 use crate::credentials::{self, RequestView, MAX_SEARCHED_BODY};
 use crate::log_budget::bounded;
@@ -240,7 +240,12 @@ impl Request {
         }
         // Parked in the core: it must hear if this context goes away.
         self.gone = Some(worker.borrow().graveyard());
-        pump(worker, self.context_id)
+        let verdict = pump(worker, self.context_id);
+        if verdict.is_none() {
+            // Where only its own callouts can wake it, it needs one (or is answered now).
+            keep_waiting(worker, self.context_id, false);
+        }
+        verdict
     }
 
     fn refuse(&self, worker: &Shared, denial: Denial) -> Verdict {

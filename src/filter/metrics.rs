@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use super::raw;
 use crate::gate::Counters;
 use crate::tally::{Tally, COUNTERS, HISTOGRAMS};
 
@@ -20,7 +20,7 @@ impl Metrics {
         let ids = COUNTERS
             .iter()
             .filter_map(|name| {
-                hostcalls::define_metric(MetricType::Counter, name)
+                raw::define_metric(MetricType::Counter, name)
                     .ok()
                     .map(|id| (*name, id))
             })
@@ -28,7 +28,7 @@ impl Metrics {
         let histograms = HISTOGRAMS
             .iter()
             .filter_map(|name| {
-                hostcalls::define_metric(MetricType::Histogram, name)
+                raw::define_metric(MetricType::Histogram, name)
                     .ok()
                     .map(|id| (*name, id))
             })
@@ -78,7 +78,7 @@ impl Metrics {
         }
         for (histogram, ms) in latencies_ms {
             if let Some(id) = self.histograms.get(histogram) {
-                let _ = hostcalls::record_metric(*id, ms);
+                let _ = raw::record_metric(*id, ms);
             }
         }
     }
@@ -88,7 +88,7 @@ impl Metrics {
             return;
         }
         if let (Some(id), Ok(delta)) = (self.ids.get(name), i64::try_from(delta)) {
-            let _ = hostcalls::increment_metric(*id, delta);
+            let _ = raw::increment_metric(*id, delta);
         }
     }
 }

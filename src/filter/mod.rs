@@ -4,13 +4,14 @@
 mod host;
 mod http;
 mod metrics;
+mod raw;
 mod worker;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use log::{error, info};
+use log::{error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
@@ -18,7 +19,7 @@ use crate::config::Config;
 use crate::gate::Gate;
 use crate::lifecycle::Lifecycle;
 use host::HostStore;
-use worker::{deliver, pump, Shared, Worker};
+use worker::{deliver, pump, Shared, Wake, Worker};
 
 /// Parked requests are re-checked this often: how quickly a request on one worker sees a
 /// fetch finished by another, and how precisely deadlines are kept.
@@ -63,11 +64,19 @@ impl RootContext for Root {
             }
         };
         info!("configured for issuer {}", config.idp.issuer);
+        let wake = host_wake(&config);
         let mut gate = Gate::new(config);
         // Never waits on the IdP: the first tick starts discovery in the background.
         gate.init_shared(&mut HostStore, host::now_ms().unwrap_or(0));
-        let life = Lifecycle::new(gate);
-        self.worker = Some(Rc::new(RefCell::new(Worker::new(life, self.context_id))));
+        let mut life = Lifecycle::new(gate);
+        if wake != Wake::AnyContext {
+            life.withhold_bodies();
+        }
+        self.worker = Some(Rc::new(RefCell::new(Worker::new(
+            life,
+            self.context_id,
+            wake,
+        ))));
         self.metrics = Some(metrics::Metrics::define());
         self.set_tick_period(TICK);
         true
@@ -99,4 +108,27 @@ impl RootContext for Root {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// How this host lets the filter act on parked requests, and what that means for this
+/// configuration, said once at configure time (kong/README.md lists the differences).
+fn host_wake(config: &Config) -> Wake {
+    let poll = config.idp.wait_upstream.clone();
+    if host::switches_contexts() {
+        if let Some(p) = &poll {
+            warn!("wait_upstream {p} is not used: this host resumes a request from any context (it is for ngx_wasm_module / Kong)");
+        }
+        return Wake::AnyContext;
+    }
+    match &poll {
+        Some(p) => info!("this host (ngx_wasm_module) acts on a request only in its own callbacks: a request waiting for an IdP answer that another request or worker fetches polls wait_upstream {p}"),
+        None => warn!("this host (ngx_wasm_module) acts on a request only in its own callbacks and wait_upstream is not set: a request that would wait for an IdP answer another request or worker fetches (the first requests after start, concurrent first requests of one client) is answered 503 with Retry-After instead (kong/README.md)"),
+    }
+    if config.reads_body() {
+        warn!("this host does not hand a request's body to the filter while its headers are held: a client credential only in the body is refused (401)");
+    }
+    if !config.policies.is_empty() {
+        info!("this host has no route metadata: policies are chosen by `routes` only");
+    }
+    Wake::OwnCallbacks { poll }
 }

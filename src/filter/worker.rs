@@ -3,9 +3,25 @@
 //!
 //! Discipline: the `RefCell` is never held across a host call that can re-enter the VM
 //! (resume, local reply, dispatch). Decisions are taken under the borrow, then applied.
+//!
+//! Two kinds of host ([`Wake`]). Envoy switches contexts (`set_effective_context`): a parked
+//! request is resumed or answered from whichever callback decided it, the root's tick
+//! included. ngx_wasm_module (Kong) does not: there the call does nothing, and every request
+//! operation acts on the request the host is calling — from the tick it traps ("can only set
+//! request headers before response is produced"), from another request's callback it would
+//! edit, resume or answer that other request. There a parked request is acted on only in
+//! its own callbacks, so each parked request always has a callout of its own in flight
+//! (its token fetch, or a poll of `wait_upstream`) whose answer calls it back; its verdict,
+//! reached by whoever's event decided it, waits in [`Worker::ready`] until then. The host
+//! also continues a request by itself once its last callout is answered, so a callback
+//! that leaves it undecided must send another callout or answer it: never neither.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use log::warn;
 
 use super::host::{self, HostStore};
 use crate::lifecycle::Lifecycle;
@@ -18,10 +34,34 @@ pub type Shared = Rc<RefCell<Worker>>;
 /// failure backs off, so a few always suffice.
 const PUMP_ROUNDS: usize = 8;
 
+/// The longest a poll of `wait_upstream` may take before it counts as failed.
+const POLL_TIMEOUT_MS: u64 = 1000;
+
+/// A poll answered sooner than this shows an endpoint that does not delay its answers.
+const POLL_TOO_FAST_MS: u64 = 5;
+
+static POLL_FAST_WARNED: AtomicBool = AtomicBool::new(false);
+static CANNOT_WAIT_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// How this host lets the filter act on a parked request (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// Envoy: from any callback, after `set_effective_context`.
+    AnyContext,
+    /// ngx_wasm_module: only in the request's own callbacks; `poll` is `wait_upstream`.
+    OwnCallbacks { poll: Option<String> },
+}
+
 pub struct Worker {
     pub life: Lifecycle,
     /// The root context: every callout is sent from it.
     root: u32,
+    wake: Wake,
+    /// Verdicts of parked requests, decided outside their own callbacks, in a host that
+    /// acts on a request only in those ([`Wake::OwnCallbacks`]).
+    ready: BTreeMap<u32, Verdict>,
+    /// Polls in flight: token → (the request that sent it, when).
+    polls: BTreeMap<u32, (u32, u64)>,
     /// Contexts deleted while the worker was borrowed; told to the core on the next borrow.
     gone: Rc<RefCell<Vec<u32>>>,
     /// The last time the host clock could be read, for answers that arrive when it cannot.
@@ -29,10 +69,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(life: Lifecycle, root: u32) -> Worker {
+    pub fn new(life: Lifecycle, root: u32, wake: Wake) -> Worker {
         Worker {
             life,
             root,
+            wake,
+            ready: BTreeMap::new(),
+            polls: BTreeMap::new(),
             gone: Rc::default(),
             last_now_ms: 0,
         }
@@ -53,6 +96,8 @@ impl Worker {
         }
         let now = self.now_ms();
         for context in gone {
+            self.ready.remove(&context);
+            self.polls.retain(|_, (owner, _)| *owner != context);
             self.life.on_gone(&mut HostStore, context, now);
         }
     }
@@ -72,8 +117,16 @@ impl Worker {
 /// requests, until nothing is left. `current` is the context the host is calling. A verdict
 /// for `current` itself is returned, not applied: a request in its own headers callback goes
 /// on by what that callback returns.
+///
+/// In a host that acts on a request only in its own callbacks, the verdicts of other
+/// requests are kept for them ([`Worker::ready`]), and a request context sends fetches only
+/// while it stays undecided itself (it waits for their answers anyway; a decided request
+/// would be held back by them).
 pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
-    let from_root = shared.borrow().root == current;
+    let (from_root, any_context) = {
+        let w = shared.borrow();
+        (w.root == current, w.wake == Wake::AnyContext)
+    };
     let owner = (!from_root).then_some(current);
     let mut own = None;
     for _ in 0..PUMP_ROUNDS {
@@ -82,7 +135,16 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
             let fetch = {
                 let mut w = shared.borrow_mut();
                 w.bury();
-                w.life.next_fetch(from_root)
+                let may_send = from_root
+                    || any_context
+                    || (own.is_none()
+                        && !w.ready.contains_key(&current)
+                        && w.life.is_undecided(current));
+                if may_send {
+                    w.life.next_fetch(from_root)
+                } else {
+                    None
+                }
             };
             let Some(fetch) = fetch else { break };
             progressed = true;
@@ -104,6 +166,10 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
                 own = Some(verdict);
                 continue;
             }
+            if !any_context {
+                shared.borrow_mut().ready.insert(context, verdict);
+                continue;
+            }
             if host::switch_to(context) {
                 let (realm, strip) = realm_and_strip(shared);
                 apply(&verdict, &realm, &strip, true);
@@ -113,7 +179,11 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
             break;
         }
     }
-    host::switch_to(current);
+    if any_context {
+        host::switch_to(current);
+    } else if own.is_none() && !from_root {
+        own = shared.borrow_mut().ready.remove(&current);
+    }
     own
 }
 
@@ -121,17 +191,88 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
 /// request that sent it), to the core, then carries out what it unblocked.
 pub fn deliver(shared: &Shared, current: u32, token: u32, body_size: usize) {
     let (status, body) = host::callout_response(body_size);
-    {
+    let poll = {
         let mut w = shared.borrow_mut();
         w.bury();
         let now = w.now_ms();
-        w.life.on_answer(&mut HostStore, token, status, &body, now);
+        match w.polls.remove(&token) {
+            // A poll only calls its request back; what it waits for is looked at on the tick.
+            Some((_, sent_ms)) => Some(now.saturating_sub(sent_ms)),
+            None => {
+                w.life.on_answer(&mut HostStore, token, status, &body, now);
+                None
+            }
+        }
+    };
+    if let Some(elapsed) = poll {
+        if status.is_some()
+            && elapsed < POLL_TOO_FAST_MS
+            && !POLL_FAST_WARNED.swap(true, Ordering::Relaxed)
+        {
+            warn!("wait_upstream answered a poll in {elapsed} ms: it should delay its answer (nginx: auth_delay 20ms; kong/README.md), or waiting requests poll it in a tight loop (logged once)");
+        }
     }
-    if let Some(verdict) = pump(shared, current) {
+    let own = pump(shared, current);
+    if current == shared.borrow().root {
+        return;
+    }
+    match own {
         // `current` is a request paused in its headers callback, woken by its own answer.
-        let (realm, strip) = realm_and_strip(shared);
-        apply(&verdict, &realm, &strip, true);
+        Some(verdict) => {
+            let (realm, strip) = realm_and_strip(shared);
+            apply(&verdict, &realm, &strip, true);
+        }
+        None => {
+            let poll_failed = poll.is_some() && status.is_none();
+            keep_waiting(shared, current, poll_failed);
+        }
     }
+}
+
+/// In a host that acts on a request only in its own callbacks (and continues it by itself
+/// once it has no callout left): makes sure undecided request `context` has a callout of
+/// its own in flight — a poll of `wait_upstream` when it sent none — or answers it 503 now
+/// when none can be sent. Nothing to do in a host that switches contexts.
+pub fn keep_waiting(shared: &Shared, context: u32, poll_failed: bool) {
+    let poll = {
+        let w = shared.borrow();
+        let Wake::OwnCallbacks { poll } = &w.wake else {
+            return;
+        };
+        if !w.life.is_undecided(context) || w.life.has_callout(context) {
+            return;
+        }
+        poll.clone()
+    };
+    let reason = match (&poll, poll_failed) {
+        (Some(upstream), false) => {
+            let timeout = {
+                let w = shared.borrow();
+                w.life.gate().config().idp.timeout_ms.min(POLL_TIMEOUT_MS)
+            };
+            match host::dispatch_poll(upstream, timeout) {
+                Ok(token) => {
+                    let mut w = shared.borrow_mut();
+                    let now = w.now_ms();
+                    w.polls.insert(token, (context, now));
+                    return;
+                }
+                Err(_) => format!("the host refused a poll of wait_upstream {upstream}"),
+            }
+        }
+        (Some(upstream), true) => format!("wait_upstream {upstream} did not answer a poll"),
+        (None, _) => "wait_upstream is not set".to_string(),
+    };
+    if !CANNOT_WAIT_WARNED.swap(true, Ordering::Relaxed) {
+        warn!("a request waiting for an IdP answer that another request or worker fetches is answered 503: this host wakes a request only in its own callbacks, and {reason} (kong/README.md; logged once)");
+    }
+    let verdict = {
+        let mut w = shared.borrow_mut();
+        let now = w.now_ms();
+        w.life.give_up(context, now)
+    };
+    let (realm, strip) = realm_and_strip(shared);
+    apply(&verdict, &realm, &strip, true);
 }
 
 fn realm_and_strip(shared: &Shared) -> (String, Rc<[String]>) {

@@ -3,6 +3,8 @@
 //! - [`idp`]: a mock IdP shaped like an Okta custom authorization server, with fault injection.
 //! - [`echo`]: an upstream that answers with what it received.
 //! - [`envoy`]: runs a real Envoy with the built filter from a YAML template.
+//! - [`nginx`]: runs Kong's wasm host (nginx + ngx_wasm_module + wasmtime, `KONG_HOST_BIN`)
+//!   with the built filter from `kong/nginx.conf`.
 //! - [`keys`]: the fixture keys, JWKs, and hand-built tokens.
 //! - [`Stack`]: the three together with one HTTP client, as every real-Envoy run drives them.
 //! - [`load`]: what the long runs (`soak`, `memory`, `bench`) share: memory and counter
@@ -21,11 +23,12 @@ pub mod envoy;
 pub mod idp;
 pub mod keys;
 pub mod load;
+pub mod nginx;
 mod server;
 mod stack;
 pub mod tokens;
 
-pub use stack::{merged, Answer, Stack};
+pub use stack::{merged, Answer, Gateway, Stack};
 
 #[doc(hidden)]
 pub mod cli;

@@ -1,18 +1,53 @@
-//! The stack every real-Envoy run drives: the mock IdP, the echo upstream, Envoy with the built
-//! filter in front of them, and one HTTP client for all three (and the admin endpoint).
+//! The stack every real-gateway run drives: the mock IdP, the echo upstream, a gateway with the
+//! built filter in front of them (Envoy; or Kong's wasm host, nginx with ngx_wasm_module, in
+//! `Stack<Nginx>`), and one HTTP client for all three (and Envoy's admin endpoint).
+
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 use crate::echo::Echo;
 use crate::envoy::{Envoy, EnvoyOpts};
 use crate::idp::MockIdp;
+use crate::nginx::{Nginx, NginxOpts};
 
-/// The mock IdP, the echo upstream and Envoy in front of them, with the one client the caller
-/// sends its requests through.
-pub struct Stack {
+/// A proxy running the filter, as the cases that run in every host see it.
+pub trait Gateway {
+    /// Which host this is, for messages: `Envoy`, `nginx`.
+    const NAME: &'static str;
+    /// `http://127.0.0.1:<listen port><path>`.
+    fn url(&self, path: &str) -> String;
+    /// Everything it has logged so far.
+    fn log(&self) -> String;
+}
+
+impl Gateway for Envoy {
+    const NAME: &'static str = "Envoy";
+    fn url(&self, path: &str) -> String {
+        Envoy::url(self, path)
+    }
+    fn log(&self) -> String {
+        Envoy::log(self)
+    }
+}
+
+impl Gateway for Nginx {
+    const NAME: &'static str = "nginx";
+    fn url(&self, path: &str) -> String {
+        Nginx::url(self, path)
+    }
+    fn log(&self) -> String {
+        Nginx::log(self)
+    }
+}
+
+/// The mock IdP, the echo upstream and a gateway in front of them, with the one client the
+/// caller sends its requests through.
+pub struct Stack<G: Gateway = Envoy> {
     pub idp: MockIdp,
     pub echo: Echo,
-    pub envoy: Envoy,
+    /// The gateway: Envoy, or nginx in a `Stack<Nginx>` (the field is named after the first).
+    pub envoy: G,
     /// [`crate::http_client`]: never a proxy, a 30 s timeout. Reuse it (it pools
     /// connections); set a shorter timeout per request where one matters.
     pub http: reqwest::Client,
@@ -41,7 +76,7 @@ impl Answer {
     }
 }
 
-impl Stack {
+impl Stack<Envoy> {
     /// Envoy (`envoy/e2e.yaml`, `concurrency` workers) in front of `idp`, which the caller has
     /// set up already (keys, clients, token lifetime): Envoy's first requests then see the IdP
     /// as it will be. `filter_config` is merged over `{"issuer": <idp>, "idp_cluster": "idp"}`.
@@ -75,11 +110,48 @@ impl Stack {
         self.envoy.kill();
         self.envoy = Envoy::start(envoy_opts(&self.idp, &self.echo, opts)).await;
     }
+}
 
-    /// Sends `request` (built from [`Stack::http`]) and reads the whole answer. Panics if Envoy
-    /// does not answer.
+impl Stack<Nginx> {
+    /// nginx (`kong/nginx.conf`, `workers` worker processes, the binary `bin`) in front of
+    /// `idp`. `filter_config` is merged over `{"issuer": <idp>}` (callouts go to the IdP URL's
+    /// `host:port`, as in Kong); `wait_upstream` is the template's poll endpoint.
+    pub async fn start_nginx(
+        bin: PathBuf,
+        idp: MockIdp,
+        filter_config: Value,
+        workers: u32,
+    ) -> Stack<Nginx> {
+        let echo = Echo::start().await;
+        let opts = NginxOpts {
+            filter_config: merged(json!({ "issuer": idp.issuer() }), filter_config),
+            echo_port: echo.port,
+            workers,
+            ..NginxOpts::new(bin)
+        };
+        let nginx = Nginx::start(opts).await;
+        Stack {
+            idp,
+            echo,
+            envoy: nginx,
+            http: crate::http_client(),
+        }
+    }
+}
+
+impl<G: Gateway> Stack<G> {
+    /// `http://127.0.0.1:<gateway port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        self.envoy.url(path)
+    }
+
+    /// Sends `request` (built from [`Stack::http`]) and reads the whole answer. Panics if the
+    /// gateway does not answer.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.expect("Envoy answers");
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{} answers: {e}", G::NAME));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
@@ -91,9 +163,9 @@ impl Stack {
         }
     }
 
-    /// `GET <path>` through Envoy, without a credential.
+    /// `GET <path>` through the gateway, without a credential.
     pub async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(self.envoy.url(path))).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     /// `GET /api` without a credential.
@@ -103,13 +175,13 @@ impl Stack {
 
     /// `GET /api` with `Authorization: Basic` client credentials.
     pub async fn basic(&self, id: &str, secret: &str) -> Answer {
-        let request = self.http.get(self.envoy.url("/api"));
+        let request = self.http.get(self.url("/api"));
         self.send(request.basic_auth(id, Some(secret))).await
     }
 
     /// `GET /api` with `Authorization: Bearer <token>`.
     pub async fn bearer(&self, token: &str) -> Answer {
-        let request = self.http.get(self.envoy.url("/api"));
+        let request = self.http.get(self.url("/api"));
         self.send(request.bearer_auth(token)).await
     }
 }
