@@ -234,6 +234,18 @@ async fn bad_tokens_are_401_invalid_token() {
         assert_invalid_token(&a);
     }
     assert_eq!(s.echo.requests(), 0);
+    // The unknown kid's line names it beside the key set's.
+    let line = s
+        .envoy
+        .log()
+        .lines()
+        .find(|l| l.contains("denied invalid_token (unknown_kid)"))
+        .map(str::to_string)
+        .expect("an unknown_kid line");
+    assert!(
+        line.ends_with(": kid `rsa-2`, the key set has `rsa-1`, `ec-1`, `ed-1`"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
