@@ -122,6 +122,19 @@ fn envoy_validate(yaml: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// A CA file for the TLS template's `trusted_ca` (validation reads it), made once per run.
+fn template_ca_file() -> PathBuf {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let ca = testkit::tls::TestCa::new("oidcgate configs CA");
+        let file =
+            std::env::temp_dir().join(format!("oidcgate-configs-{}-ca.pem", std::process::id()));
+        std::fs::write(&file, ca.pem()).unwrap();
+        file
+    })
+    .clone()
+}
+
 /// A shipped config as Envoy should load it in this checkout: templates rendered the way the
 /// test kit renders them, the install path pointed at the build.
 fn prepare_envoy_config(path: &Path) -> String {
@@ -141,7 +154,19 @@ fn prepare_envoy_config(path: &Path) -> String {
                 "upstream_headers_claims": ["iss", "sub"],
                 "upstream_headers_names": ["Issuer_Header", "X-Subject"],
             }),
-            extra: Vec::new(),
+            // envoy/e2e-tls.yaml's IdP cluster (tests/tls.rs).
+            extra: if text.contains("{{IDP_CA_FILE}}") {
+                vec![
+                    ("IDP_SNI".into(), "idp.example.test".into()),
+                    ("IDP_SAN".into(), "idp.example.test".into()),
+                    (
+                        "IDP_CA_FILE".into(),
+                        template_ca_file().to_string_lossy().into_owned(),
+                    ),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         return render_str(&text, &vars);
     }
@@ -174,7 +199,13 @@ fn every_shipped_envoy_config_passes_envoy_validate() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for expected in ["compose.yaml", "demo.yaml", "e2e.yaml", "production.yaml"] {
+    for expected in [
+        "compose.yaml",
+        "demo.yaml",
+        "e2e.yaml",
+        "e2e-tls.yaml",
+        "production.yaml",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "envoy/{expected} missing"
