@@ -327,6 +327,47 @@ fn production_envoy_config_is_production_shaped() {
     );
 }
 
+/// What tests/e2e.rs and tests/tls.rs run is what production.yaml ships: the same
+/// `stats_tags`, and the IdP cluster's TLS settings with only the names and the CA file
+/// changed.
+#[test]
+fn the_test_templates_carry_production_stats_tags_and_tls_settings() {
+    let production: Value = serde_norway::from_str(&prepare_envoy_config(
+        &repo_root().join("envoy/production.yaml"),
+    ))
+    .unwrap();
+    let e2e: Value =
+        serde_norway::from_str(&prepare_envoy_config(&repo_root().join("envoy/e2e.yaml"))).unwrap();
+    let tags = &production["stats_config"]["stats_tags"];
+    assert_eq!(tags.as_array().map(Vec::len), Some(2), "{tags}");
+    assert_eq!(&e2e["stats_config"], &production["stats_config"]);
+
+    let cluster = |config: &Value, name: &str| {
+        config["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("cluster {name}"))
+    };
+    let tls_template = read("envoy/e2e-tls.yaml")
+        .replace("{{IDP_SNI}}", "dev-123456.okta.com")
+        .replace("{{IDP_SAN}}", "dev-123456.okta.com")
+        .replace("{{IDP_CA_FILE}}", "/etc/ssl/certs/ca-certificates.crt");
+    let dir = std::env::temp_dir().join(format!("oidcgate-configs-{}-tls", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("e2e-tls.yaml");
+    std::fs::write(&file, tls_template).unwrap();
+    let tls: Value = serde_norway::from_str(&prepare_envoy_config(&file)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        cluster(&tls, "idp")["transport_socket"],
+        cluster(&production, "okta")["transport_socket"],
+        "envoy/e2e-tls.yaml's IdP cluster must speak TLS as production.yaml's does"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Kong
 

@@ -678,6 +678,73 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
 }
 
 #[tokio::test]
+async fn prometheus_carries_the_refusal_reason_and_the_claim_rule_as_labels() {
+    // envoy/e2e.yaml has envoy/production.yaml's stats_tags.
+    let s = stack_with(json!({"scopes_required": ["admin"]}), 1).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = s.idp.mint(MintSpec {
+        claims: json!({"exp": now - 60, "iat": now - 120}),
+        ..MintSpec::default()
+    });
+    assert_eq!(s.bearer(&expired).await.status, 401);
+    assert_eq!(s.bearer(&expired).await.status, 401);
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 403);
+    let p = "wasmcustom.oidcgate.denied";
+    assert_eq!(
+        s.envoy
+            .stat_reaches(&format!("{p}.invalid_token.expired"), 2)
+            .await,
+        2
+    );
+    assert_eq!(
+        s.envoy
+            .stat_reaches(&format!("{p}.insufficient_scope.scopes"), 1)
+            .await,
+        1
+    );
+    let text = s
+        .http
+        .get(s.envoy.admin_url("/stats/prometheus"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("oidcgate_denied"))
+        .collect();
+    for want in [
+        "oidcgate_denied_invalid_token{reason=\"expired\"} 2",
+        "oidcgate_denied_invalid_token{reason=\"wrong_issuer\"} 0",
+        "oidcgate_denied_insufficient_scope{rule=\"scopes\"} 1",
+        "oidcgate_denied_insufficient_scope{rule=\"audience\"} 0",
+        // The totals keep their names, without the label.
+        "oidcgate_denied_invalid_token{} 2",
+        "oidcgate_denied_insufficient_scope{} 1",
+    ] {
+        assert!(
+            lines.contains(&want),
+            "no `{want}` in:\n{}",
+            lines.join("\n")
+        );
+    }
+    // No name still carries a reason: every one was made a label.
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("oidcgate_denied_invalid_token_")
+                || l.starts_with("oidcgate_denied_insufficient_scope_")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+#[tokio::test]
 async fn a_caller_resetting_its_request_cannot_hold_key_rotation_off() {
     // One refetch per 2 s at most: an abandoned refetch must not use that allowance up.
     let s = stack_with(json!({"rediscovery_lifetime": 2}), 1).await;
