@@ -96,6 +96,58 @@ async fn client_credentials_are_exchanged_and_the_secret_never_reaches_upstream(
 }
 
 #[tokio::test]
+async fn the_upstream_receives_claim_headers_in_their_configured_case() {
+    // The echo reports header names as they came on the wire; envoy/e2e.yaml has the
+    // preserve_case formatter (README "Header case").
+    let echo = Echo::start_raw_on(0).await;
+    let opts = EnvoyOpts {
+        filter_config: filter_config(json!({})),
+        ..EnvoyOpts::default()
+    };
+    let s = Stack::start_with_upstream(MockIdp::start().await, echo, opts).await;
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "demo-client:demo-secret",
+    );
+    // Sent raw: HTTP clients lower-case names (reqwest does), a caller may not.
+    let raw = testkit::raw_http(
+        s.envoy.listen_port,
+        format!(
+            "GET /api HTTP/1.1\r\nHost: gate\r\nAuthorization: Basic {basic}\r\n\
+             X-Caller-Header: kept\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:.200}");
+    let body: Value = serde_json::from_str(&raw[raw.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let names: Vec<&str> = body["raw_header_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "Issuer_Header",
+        "X-Subject",
+        "X-Scopes",
+        "Authorization",
+        "X-Caller-Header",
+    ] {
+        assert!(names.contains(&want), "no `{want}` in {names:?}");
+    }
+    // The token replaces the caller's Authorization value; the name keeps the caller's
+    // spelling, lower case from a client that sends it so.
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let names = a.upstream_names();
+    for want in ["Issuer_Header", "X-Subject", "X-Scopes", "authorization"] {
+        assert!(names.contains(&want), "no `{want}` in {names:?}");
+    }
+    assert!(!names.contains(&"issuer_header"), "{names:?}");
+}
+
+#[tokio::test]
 async fn cached_client_token_means_no_more_idp_calls() {
     let s = stack().await;
     let first = s.basic("demo-client", "demo-secret").await;
