@@ -365,10 +365,16 @@ impl Gate {
             }
             Err(TokenProblem::UnknownKey) => {
                 let gap = self.config.idp.rediscovery_ms;
-                Err(self
+                match self
                     .fetcher
                     .rediscover(store, &self.config.idp, gap, now_ms)
-                    .unwrap_or(Step::deny(Denial::InvalidToken(TokenProblem::UnknownKey))))
+                {
+                    Some(step) => Err(step),
+                    None => {
+                        self.detail = Some(verify::explain_unknown_kid(token, keys));
+                        Err(Step::deny(Denial::InvalidToken(TokenProblem::UnknownKey)))
+                    }
+                }
             }
             Err(problem) => Err(Step::deny(Denial::InvalidToken(problem))),
         }

@@ -236,6 +236,43 @@ fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
 }
 
 #[test]
+fn an_unknown_kid_refusal_says_which_kid_beside_the_key_set() {
+    let mut w = World::new(BASE);
+    w.run(&bearer(&token("rsa-1", json!({}))), T0);
+    assert_eq!(w.gate().take_detail(), None, "an allowed token leaves none");
+    let rotated = bearer(&token("rsa-2", json!({})));
+    assert_eq!(
+        w.run(&rotated, T0 + 1000),
+        Verdict::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
+    );
+    let published: Vec<String> = w.idp.keys.iter().map(|k| format!("`{k}`")).collect();
+    assert_eq!(
+        w.gate().take_detail().as_deref(),
+        Some(format!("kid `rsa-2`, the key set has {}", published.join(", ")).as_str())
+    );
+    // The caller wrote the kid: escaped and cut short like all such text.
+    let hostile_kid = format!("x\"\n{}", "k".repeat(500));
+    let hostile = keys::mint_raw(
+        &json!({"alg": "RS256", "kid": hostile_kid}),
+        &crate::testing::claims(json!({})),
+        keys::Sig::Key {
+            kid: "rsa-1",
+            alg: "RS256",
+        },
+    );
+    assert_eq!(
+        w.run(&bearer(&hostile), T0 + 2000),
+        Verdict::Deny(Denial::InvalidToken(TokenProblem::UnknownKey))
+    );
+    let detail = w.gate().take_detail().unwrap();
+    assert!(detail.starts_with("kid `x\\\"\\nkkk"), "{detail}");
+    assert!(!detail.contains('\n'), "{detail}");
+    assert!(detail.len() < 200, "{detail}");
+    // Taken once: the next refusal of another kind does not inherit it.
+    assert_eq!(w.gate().take_detail(), None);
+}
+
+#[test]
 fn a_client_token_signed_with_a_key_not_yet_published_is_503_not_401() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);

@@ -259,6 +259,39 @@ fn ok_status(status: Option<u32>) -> Result<(), String> {
     }
 }
 
+/// Envoy's own answer to a callout it could not complete, told apart from an IdP's by the
+/// fixed wording of Envoy's router (an IdP behind a load balancer may answer 503 too):
+/// `upstream connect error or disconnect/reset before headers. reset reason: remote
+/// connection failure` (a refused connection, and any TLS failure: the cluster's `ssl.*`
+/// stats say which), `upstream request timeout`, `no healthy upstream`. The text, escaped and cut to
+/// [`HOST_REPLY_CHARS`] characters, for the fetch's warning; `None` for any other answer.
+pub fn host_reply(status: Option<u32>, body: &[u8]) -> Option<String> {
+    const ENVOY_REPLIES: [&str; 3] = [
+        "upstream connect error or disconnect/reset before headers",
+        "upstream request timeout",
+        "no healthy upstream",
+    ];
+    if !matches!(status, Some(503 | 504)) || body.len() > 4096 {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if !ENVOY_REPLIES.iter().any(|r| text.starts_with(r)) {
+        return None;
+    }
+    let mut shown: String = text
+        .chars()
+        .take(HOST_REPLY_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(HOST_REPLY_CHARS).is_some() {
+        shown.push('…');
+    }
+    Some(shown)
+}
+
+/// How much of Envoy's own answer a warning quotes: all of the reasons above.
+pub const HOST_REPLY_CHARS: usize = 320;
+
 /// A JWKS answer, checked for status; the caller parses the key set.
 pub fn check_jwks_response(status: Option<u32>) -> Result<(), String> {
     ok_status(status)
@@ -283,6 +316,39 @@ pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
 mod tests {
     use super::*;
     use crate::credentials::Secret;
+
+    #[test]
+    fn envoys_own_answer_to_a_failed_callout_is_quoted_and_an_idps_is_not() {
+        // What Envoy 1.40 answers a callout it could not connect for: a refused connection
+        // and every TLS failure alike (tests/tls.rs).
+        let refused = b"upstream connect error or disconnect/reset before headers. reset reason: \
+            remote connection failure";
+        assert_eq!(
+            host_reply(Some(503), refused).as_deref(),
+            std::str::from_utf8(refused).ok()
+        );
+        assert_eq!(
+            host_reply(Some(504), b"upstream request timeout").as_deref(),
+            Some("upstream request timeout")
+        );
+        // An IdP's (or its load balancer's) 503, another status, or no answer: not Envoy's.
+        for (status, body) in [
+            (Some(503), &br#"{"error":"temporarily_unavailable"}"#[..]),
+            (Some(503), b"<html>Service Unavailable</html>"),
+            (Some(500), b"upstream request timeout"),
+            (None, b"upstream request timeout"),
+            (Some(503), b"\xff\xfe"),
+        ] {
+            assert_eq!(host_reply(status, body), None, "{status:?}");
+        }
+        // Escaped and bounded: a control character cannot break the log line.
+        let mut long = b"no healthy upstream\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 1000));
+        let quoted = host_reply(Some(503), &long).unwrap();
+        assert!(quoted.starts_with("no healthy upstream\\nxxx"), "{quoted}");
+        assert!(quoted.ends_with('…'));
+        assert!(quoted.chars().count() <= HOST_REPLY_CHARS + 2);
+    }
 
     fn config(extra: &str) -> IdpSettings {
         crate::config::Config::parse(

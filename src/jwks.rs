@@ -274,6 +274,17 @@ impl KeySet {
         self.entries.len()
     }
 
+    /// The distinct `kid`s of the set, in its order (keys without one left out).
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = Vec::new();
+        for kid in self.entries.iter().filter_map(|e| e.kid.as_deref()) {
+            if !kids.contains(&kid) {
+                kids.push(kid);
+            }
+        }
+        kids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

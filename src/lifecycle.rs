@@ -51,6 +51,8 @@ struct InFlight {
     resource: Resource,
     /// Where it went, for the log line if it fails.
     to: String,
+    /// The host's upstream (Envoy cluster) it went through.
+    upstream: String,
     /// The request context that sent it; `None` for the root context.
     owner: Option<u32>,
     sent_ms: u64,
@@ -261,6 +263,7 @@ impl Lifecycle {
             token,
             InFlight {
                 to: callout.describe(),
+                upstream: callout.upstream,
                 resource,
                 owner,
                 sent_ms: now_ms,
@@ -336,9 +339,25 @@ impl Lifecycle {
                         self.gate.config().idp.timeout_ms
                     ),
                     Some(503 | 504) => {
-                        " (from the IdP, or from the host when it could not connect \
-                                        or timed out: see the cluster's stats)"
-                            .to_string()
+                        let up = &flight.upstream;
+                        match crate::idp::host_reply(status, body) {
+                            // Envoy 1.40 says "remote connection failure" for a refused
+                            // connection and for every TLS failure alike; its stats tell them
+                            // apart.
+                            Some(reply) if reply.starts_with("upstream connect error") => format!(
+                                " (Envoy could not connect to `{up}`: \"{reply}\"; DNS, a \
+                                 refused connection or TLS: see cluster.{up}.upstream_cx_connect_fail \
+                                 and cluster.{up}.ssl.*)"
+                            ),
+                            Some(reply) => format!(
+                                " (Envoy's own answer, not the IdP's: \"{reply}\"; see the stats \
+                                 of cluster.{up})"
+                            ),
+                            None => format!(
+                                " (from the IdP, or from Envoy when it could not connect or \
+                                 timed out: see the stats of cluster.{up})"
+                            ),
+                        }
                     }
                     Some(_) => String::new(),
                 };

@@ -68,6 +68,33 @@ pub fn verify(
     Err(problem)
 }
 
+/// Key sets longer than this are named in part in an `unknown_kid` log line.
+const KIDS_SHOWN: usize = 8;
+
+/// For the log line of an `unknown_kid` refusal: the token's `kid` (the caller wrote it:
+/// escaped and cut short) beside the `kid`s of the key set, e.g. ``kid `rsa-2`, the key set
+/// has `rsa-1`, `ec-1` ``.
+pub fn explain_unknown_kid(token: &str, keys: &KeySet) -> String {
+    use crate::log_budget::bounded;
+    let kid = Token::decode_metadata(token)
+        .ok()
+        .and_then(|m| m.key_id().map(|k| format!("`{}`", bounded(k))))
+        .unwrap_or_else(|| "none".to_string());
+    let kids = keys.kids();
+    let mut known: Vec<String> = kids
+        .iter()
+        .take(KIDS_SHOWN)
+        .map(|k| format!("`{}`", bounded(k)))
+        .collect();
+    if kids.len() > KIDS_SHOWN {
+        known.push(format!("… ({} in all)", kids.len()));
+    }
+    if known.is_empty() {
+        return format!("kid {kid}, the key set has no kid");
+    }
+    format!("kid {kid}, the key set has {}", known.join(", "))
+}
+
 /// RS* and PS* with `rsa.rs`: the checks jwt-simple's `verify_token` makes for the other
 /// algorithms, in its order (form, header, signature, standard claim types, times), so the
 /// two paths accept and refuse the same tokens.

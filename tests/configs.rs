@@ -122,6 +122,19 @@ fn envoy_validate(yaml: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// A CA file for the TLS template's `trusted_ca` (validation reads it), made once per run.
+fn template_ca_file() -> PathBuf {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let ca = testkit::tls::TestCa::new("oidcgate configs CA");
+        let file =
+            std::env::temp_dir().join(format!("oidcgate-configs-{}-ca.pem", std::process::id()));
+        std::fs::write(&file, ca.pem()).unwrap();
+        file
+    })
+    .clone()
+}
+
 /// A shipped config as Envoy should load it in this checkout: templates rendered the way the
 /// test kit renders them, the install path pointed at the build.
 fn prepare_envoy_config(path: &Path) -> String {
@@ -141,7 +154,19 @@ fn prepare_envoy_config(path: &Path) -> String {
                 "upstream_headers_claims": ["iss", "sub"],
                 "upstream_headers_names": ["Issuer_Header", "X-Subject"],
             }),
-            extra: Vec::new(),
+            // envoy/e2e-tls.yaml's IdP cluster (tests/tls.rs).
+            extra: if text.contains("{{IDP_CA_FILE}}") {
+                vec![
+                    ("IDP_SNI".into(), "idp.example.test".into()),
+                    ("IDP_SAN".into(), "idp.example.test".into()),
+                    (
+                        "IDP_CA_FILE".into(),
+                        template_ca_file().to_string_lossy().into_owned(),
+                    ),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         return render_str(&text, &vars);
     }
@@ -174,7 +199,13 @@ fn every_shipped_envoy_config_passes_envoy_validate() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for expected in ["compose.yaml", "demo.yaml", "e2e.yaml", "production.yaml"] {
+    for expected in [
+        "compose.yaml",
+        "demo.yaml",
+        "e2e.yaml",
+        "e2e-tls.yaml",
+        "production.yaml",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "envoy/{expected} missing"
@@ -293,6 +324,47 @@ fn production_envoy_config_is_production_shaped() {
     assert_eq!(
         config["admin"]["address"]["socket_address"]["address"],
         "127.0.0.1"
+    );
+}
+
+/// What tests/e2e.rs and tests/tls.rs run is what production.yaml ships: the same
+/// `stats_tags`, and the IdP cluster's TLS settings with only the names and the CA file
+/// changed.
+#[test]
+fn the_test_templates_carry_production_stats_tags_and_tls_settings() {
+    let production: Value = serde_norway::from_str(&prepare_envoy_config(
+        &repo_root().join("envoy/production.yaml"),
+    ))
+    .unwrap();
+    let e2e: Value =
+        serde_norway::from_str(&prepare_envoy_config(&repo_root().join("envoy/e2e.yaml"))).unwrap();
+    let tags = &production["stats_config"]["stats_tags"];
+    assert_eq!(tags.as_array().map(Vec::len), Some(2), "{tags}");
+    assert_eq!(&e2e["stats_config"], &production["stats_config"]);
+
+    let cluster = |config: &Value, name: &str| {
+        config["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("cluster {name}"))
+    };
+    let tls_template = read("envoy/e2e-tls.yaml")
+        .replace("{{IDP_SNI}}", "dev-123456.okta.com")
+        .replace("{{IDP_SAN}}", "dev-123456.okta.com")
+        .replace("{{IDP_CA_FILE}}", "/etc/ssl/certs/ca-certificates.crt");
+    let dir = std::env::temp_dir().join(format!("oidcgate-configs-{}-tls", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("e2e-tls.yaml");
+    std::fs::write(&file, tls_template).unwrap();
+    let tls: Value = serde_norway::from_str(&prepare_envoy_config(&file)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        cluster(&tls, "idp")["transport_socket"],
+        cluster(&production, "okta")["transport_socket"],
+        "envoy/e2e-tls.yaml's IdP cluster must speak TLS as production.yaml's does"
     );
 }
 

@@ -41,6 +41,58 @@ async fn client_credentials_are_exchanged_and_the_secret_never_reaches_upstream(
 }
 
 #[tokio::test]
+async fn the_upstream_receives_claim_headers_in_their_configured_case() {
+    // The echo reports header names as they came on the wire; envoy/e2e.yaml has the
+    // preserve_case formatter (README "Header case").
+    let echo = Echo::start_raw_on(0).await;
+    let opts = EnvoyOpts {
+        filter_config: filter_config(json!({})),
+        ..EnvoyOpts::default()
+    };
+    let s = Stack::start_with_upstream(MockIdp::start().await, echo, opts).await;
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "demo-client:demo-secret",
+    );
+    // Sent raw: HTTP clients lower-case names (reqwest does), a caller may not.
+    let raw = testkit::raw_http(
+        s.envoy.listen_port,
+        format!(
+            "GET /api HTTP/1.1\r\nHost: gate\r\nAuthorization: Basic {basic}\r\n\
+             X-Caller-Header: kept\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:.200}");
+    let body: Value = serde_json::from_str(&raw[raw.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    let names: Vec<&str> = body["raw_header_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "Issuer_Header",
+        "X-Subject",
+        "X-Scopes",
+        "Authorization",
+        "X-Caller-Header",
+    ] {
+        assert!(names.contains(&want), "no `{want}` in {names:?}");
+    }
+    // The token replaces the caller's Authorization value; the name keeps the caller's
+    // spelling, lower case from a client that sends it so.
+    let a = s.basic("demo-client", "demo-secret").await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let names = a.upstream_names();
+    for want in ["Issuer_Header", "X-Subject", "X-Scopes", "authorization"] {
+        assert!(names.contains(&want), "no `{want}` in {names:?}");
+    }
+    assert!(!names.contains(&"issuer_header"), "{names:?}");
+}
+
+#[tokio::test]
 async fn cached_client_token_means_no_more_idp_calls() {
     cases::cached_client_token_means_no_more_idp_calls(&EnvoyHost).await;
 }
@@ -146,6 +198,18 @@ async fn bad_tokens_are_401_invalid_token() {
         assert_invalid_token(&a);
     }
     assert_eq!(s.echo.requests(), 0);
+    // The unknown kid's line names it beside the key set's.
+    let line = s
+        .envoy
+        .log()
+        .lines()
+        .find(|l| l.contains("denied invalid_token (unknown_kid)"))
+        .map(str::to_string)
+        .expect("an unknown_kid line");
+    assert!(
+        line.ends_with(": kid `rsa-2`, the key set has `rsa-1`, `ec-1`, `ed-1`"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -451,6 +515,73 @@ async fn metrics_move_as_requests_are_allowed_and_denied() {
         stats.get(&format!("{p}.denied.idp_unavailable")),
         Some(&0),
         "defined at zero from the start"
+    );
+}
+
+#[tokio::test]
+async fn prometheus_carries_the_refusal_reason_and_the_claim_rule_as_labels() {
+    // envoy/e2e.yaml has envoy/production.yaml's stats_tags.
+    let s = stack_with(json!({"scopes_required": ["admin"]}), 1).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = s.idp.mint(MintSpec {
+        claims: json!({"exp": now - 60, "iat": now - 120}),
+        ..MintSpec::default()
+    });
+    assert_eq!(s.bearer(&expired).await.status, 401);
+    assert_eq!(s.bearer(&expired).await.status, 401);
+    assert_eq!(s.basic("demo-client", "demo-secret").await.status, 403);
+    let p = "wasmcustom.oidcgate.denied";
+    assert_eq!(
+        s.envoy
+            .stat_reaches(&format!("{p}.invalid_token.expired"), 2)
+            .await,
+        2
+    );
+    assert_eq!(
+        s.envoy
+            .stat_reaches(&format!("{p}.insufficient_scope.scopes"), 1)
+            .await,
+        1
+    );
+    let text = s
+        .http
+        .get(s.envoy.admin_url("/stats/prometheus"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("oidcgate_denied"))
+        .collect();
+    for want in [
+        "oidcgate_denied_invalid_token{reason=\"expired\"} 2",
+        "oidcgate_denied_invalid_token{reason=\"wrong_issuer\"} 0",
+        "oidcgate_denied_insufficient_scope{rule=\"scopes\"} 1",
+        "oidcgate_denied_insufficient_scope{rule=\"audience\"} 0",
+        // The totals keep their names, without the label.
+        "oidcgate_denied_invalid_token{} 2",
+        "oidcgate_denied_insufficient_scope{} 1",
+    ] {
+        assert!(
+            lines.contains(&want),
+            "no `{want}` in:\n{}",
+            lines.join("\n")
+        );
+    }
+    // No name still carries a reason: every one was made a label.
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("oidcgate_denied_invalid_token_")
+                || l.starts_with("oidcgate_denied_insufficient_scope_")),
+        "{}",
+        lines.join("\n")
     );
 }
 

@@ -30,7 +30,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::keys::{self, Sig};
-use crate::server::{self, ConnHandle, HttpServer};
+use crate::server::{self, ConnHandle, ConnOpts, HttpServer};
+use crate::tls::{IdpTls, TlsSeen};
 
 /// The audience of every access token, like Okta's default authorization server.
 pub const AUDIENCE: &str = "api://default";
@@ -152,6 +153,31 @@ struct Shared {
 pub struct MockIdp {
     shared: Arc<Shared>,
     server: HttpServer,
+    tls: Option<IdpTls>,
+}
+
+/// Where a [`MockIdp`] listens and what its issuer is:
+/// `http[s]://<host>:<port>/oauth2/default`, `https` when it serves TLS.
+#[derive(Clone, Default)]
+pub struct IdpOpts {
+    /// `127.0.0.1:port`; `0`: any free port.
+    pub port: u16,
+    /// The issuer's host (the IdP always listens on 127.0.0.1; Envoy reaches it through its
+    /// cluster whatever the name). `None`: `127.0.0.1`.
+    pub host: Option<String>,
+    /// Serve HTTPS with this certificate (see [`crate::tls`]).
+    pub tls: Option<IdpTls>,
+}
+
+impl IdpOpts {
+    /// HTTPS on a free port, with the issuer `https://<host>:<port>/oauth2/default`.
+    pub fn tls(host: &str, tls: IdpTls) -> IdpOpts {
+        IdpOpts {
+            port: 0,
+            host: Some(host.to_string()),
+            tls: Some(tls),
+        }
+    }
 }
 
 impl MockIdp {
@@ -162,11 +188,22 @@ impl MockIdp {
 
     /// Starts on `127.0.0.1:port` (`0`: any free port).
     pub async fn start_on(port: u16) -> MockIdp {
+        MockIdp::start_with(IdpOpts {
+            port,
+            ..IdpOpts::default()
+        })
+        .await
+    }
+
+    /// Starts as `opts` says: its port, issuer host, plain HTTP or TLS.
+    pub async fn start_with(opts: IdpOpts) -> MockIdp {
         // Bound first: the issuer, and so every document and token, contains the port.
-        let listener = server::listen(port).await;
+        let listener = server::listen(opts.port).await;
         let port = listener.local_addr().expect("bound").port();
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let host = opts.host.as_deref().unwrap_or("127.0.0.1");
         let shared = Arc::new(Shared {
-            issuer: format!("{}/oauth2/default", server::origin(port)),
+            issuer: format!("{scheme}://{host}:{port}/oauth2/default"),
             counts: Default::default(),
             settings: Mutex::new(Settings {
                 active_kid: "rsa-1".into(),
@@ -181,9 +218,18 @@ impl MockIdp {
                 token_endpoint_override: None,
             }),
         });
+        let acceptor = opts.tls.as_ref().map(IdpTls::acceptor);
         let idp = MockIdp {
-            server: HttpServer::serve(listener, router(shared.clone())),
+            server: HttpServer::serve(
+                listener,
+                router(shared.clone()),
+                ConnOpts {
+                    tls: acceptor,
+                    ..ConnOpts::default()
+                },
+            ),
             shared,
+            tls: opts.tls,
         };
         idp.add_client("demo-client", "demo-secret", &["read", "write"], &["read"]);
         idp
@@ -193,9 +239,14 @@ impl MockIdp {
         self.server.port()
     }
 
-    /// `http://127.0.0.1:<port>/oauth2/default`.
+    /// `http://127.0.0.1:<port>/oauth2/default`, or as [`IdpOpts`] made it.
     pub fn issuer(&self) -> String {
         self.shared.issuer.clone()
+    }
+
+    /// What its TLS side has seen (SNI, handshakes); `None` for plain HTTP.
+    pub fn tls_seen(&self) -> Option<TlsSeen> {
+        self.tls.as_ref().map(IdpTls::seen)
     }
 
     /// `<issuer>/.well-known/openid-configuration`.

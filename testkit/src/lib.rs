@@ -10,6 +10,7 @@
 //! - [`load`]: what the long runs (`soak`, `memory`, `bench`) share: memory and counter
 //!   sampling, settings, reports.
 //! - [`tokens`]: tokens in bulk for the benchmark.
+//! - [`tls`]: a certificate authority made per run and the IdP's HTTPS side.
 //!
 //! Everything listens on 127.0.0.1 only, on free ports unless asked otherwise.
 
@@ -26,6 +27,7 @@ pub mod load;
 pub mod nginx;
 mod server;
 mod stack;
+pub mod tls;
 pub mod tokens;
 
 pub use stack::{merged, Answer, Gateway, Stack};

@@ -67,6 +67,15 @@ impl Answer {
         self.body["headers"][name.to_ascii_lowercase()].as_str()
     }
 
+    /// The header names the upstream received, as sent on the wire; empty unless the echo
+    /// was started with [`Echo::start_raw_on`].
+    pub fn upstream_names(&self) -> Vec<&str> {
+        self.body["raw_header_names"]
+            .as_array()
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// The `WWW-Authenticate` header, `""` when absent.
     pub fn www_authenticate(&self) -> &str {
         self.headers
@@ -93,7 +102,11 @@ impl Stack<Envoy> {
     /// `opts.idp_port` and `opts.echo_port` are filled in; `opts.filter_config` is merged over
     /// `{"issuer": <idp>, "idp_cluster": "idp"}`.
     pub async fn start_with(idp: MockIdp, opts: EnvoyOpts) -> Stack {
-        let echo = Echo::start().await;
+        Stack::start_with_upstream(idp, Echo::start().await, opts).await
+    }
+
+    /// [`Stack::start_with`] in front of this upstream (say, [`Echo::start_raw_on`]).
+    pub async fn start_with_upstream(idp: MockIdp, echo: Echo, opts: EnvoyOpts) -> Stack {
         let envoy = Envoy::start(envoy_opts(&idp, &echo, opts)).await;
         Stack {
             idp,
