@@ -565,32 +565,7 @@ impl Shared {
             return Err(OAuthError::request("missing grant_type"));
         };
 
-        let (auth_method, client_id, client_secret) = match headers.get(AUTHORIZATION) {
-            Some(value) => {
-                // RFC 6749 §2.3: a client must not use more than one authentication method.
-                if params.contains_key("client_secret") {
-                    return Err(OAuthError::request(
-                        "more than one client authentication method",
-                    ));
-                }
-                let Some((id, secret)) = parse_basic(value) else {
-                    return Err(OAuthError::client(true));
-                };
-                if params
-                    .get("client_id")
-                    .is_some_and(|form_id| *form_id != id)
-                {
-                    return Err(OAuthError::request(
-                        "client_id does not match the Basic credentials",
-                    ));
-                }
-                ("client_secret_basic", id, secret)
-            }
-            None => match (params.get("client_id"), params.get("client_secret")) {
-                (Some(id), Some(secret)) => ("client_secret_post", id.clone(), secret.clone()),
-                _ => return Err(OAuthError::client(false)),
-            },
-        };
+        let (auth_method, client_id, client_secret) = client_auth(headers, &params)?;
         let basic = auth_method == "client_secret_basic";
 
         let mut settings = self.settings();
@@ -709,16 +684,8 @@ impl Shared {
     /// `exp` unless revoked (its signature is not checked here).
     fn introspect(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
         let params: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
-        let (id, secret, basic) = match headers.get(AUTHORIZATION) {
-            Some(value) => match parse_basic(value) {
-                Some((id, secret)) => (id, secret, true),
-                None => return Err(OAuthError::client(true)),
-            },
-            None => match (params.get("client_id"), params.get("client_secret")) {
-                (Some(id), Some(secret)) => (id.clone(), secret.clone(), false),
-                _ => return Err(OAuthError::client(false)),
-            },
-        };
+        let (method, id, secret) = client_auth(headers, &params)?;
+        let basic = method == "client_secret_basic";
         let settings = self.settings();
         if settings.clients.get(&id).is_none_or(|c| c.secret != secret) {
             return Err(OAuthError::client(basic));
@@ -792,6 +759,40 @@ fn okta_claims(issuer: &str, client_id: &str, scopes: &[String], ttl: u64) -> Va
 fn new_jti() -> String {
     let random: u128 = jwt_simple::reexports::rand::random();
     format!("AT.{}", keys::b64url(random.to_be_bytes()))
+}
+
+/// RFC 6749 §2.3.1 client authentication, Basic or form, as the token and introspection
+/// endpoints read it: the method, the id and the secret (not yet checked).
+fn client_auth(
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<(&'static str, String, String), OAuthError> {
+    match headers.get(AUTHORIZATION) {
+        Some(value) => {
+            // RFC 6749 §2.3: a client must not use more than one authentication method.
+            if params.contains_key("client_secret") {
+                return Err(OAuthError::request(
+                    "more than one client authentication method",
+                ));
+            }
+            let Some((id, secret)) = parse_basic(value) else {
+                return Err(OAuthError::client(true));
+            };
+            if params
+                .get("client_id")
+                .is_some_and(|form_id| *form_id != id)
+            {
+                return Err(OAuthError::request(
+                    "client_id does not match the Basic credentials",
+                ));
+            }
+            Ok(("client_secret_basic", id, secret))
+        }
+        None => match (params.get("client_id"), params.get("client_secret")) {
+            (Some(id), Some(secret)) => Ok(("client_secret_post", id.clone(), secret.clone())),
+            _ => Err(OAuthError::client(false)),
+        },
+    }
 }
 
 /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`, RFC 6749 §2.3.1: the id
