@@ -245,6 +245,17 @@ impl Lifecycle {
         }
     }
 
+    /// The queued fetch parked request `context` itself waits for, if any: what a request
+    /// context sends in a host that wakes a request only in its own callbacks. There a
+    /// request that sent a callout for another request's resource could be decided and go on
+    /// before that callout is answered, and ngx_wasm_module then delivers the answer to a
+    /// context it has freed (kong/README.md).
+    pub fn next_fetch_for(&mut self, context: u32) -> Option<Fetch> {
+        let waiting = &self.parked.get(&context)?.waiting;
+        let at = self.outbox.iter().position(|f| f.resource == *waiting)?;
+        self.outbox.remove(at)
+    }
+
     /// Whether a fetch waits for the root context.
     pub fn root_has_work(&self) -> bool {
         !self.outbox_root.is_empty()

@@ -359,3 +359,79 @@ fn a_request_waiting_for_its_token_is_one_token_miss_however_often_it_is_asked()
     assert!(matches!(vm.verdicts().as_slice(), [(2, Verdict::Allow(_))]));
     assert_eq!(vm.life.gate().counters().token_misses, 1);
 }
+
+#[test]
+fn a_request_context_is_handed_only_the_fetch_it_waits_for_itself() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    vm.warm_up(&mut w);
+    let a = client("svc-a", "good");
+    let b = client("svc-b", "good");
+    assert_eq!(vm.life.on_request(&mut w.store, 2, &a, 0, Some(T0)), None);
+    assert_eq!(vm.life.on_request(&mut w.store, 3, &b, 0, Some(T0)), None);
+    // Request 3 is not handed request 2's token fetch, though it is first in line.
+    let for_3 = vm.life.next_fetch_for(3).expect("3's own token fetch");
+    assert!(matches!(&for_3.resource, Resource::Token(_)));
+    assert!(vm.life.next_fetch_for(3).is_none(), "one fetch each");
+    let for_2 = vm.life.next_fetch_for(2).expect("2's own token fetch");
+    assert_ne!(for_2.resource, for_3.resource);
+    // Not parked, or waiting for nothing queued: nothing.
+    assert!(vm.life.next_fetch_for(9).is_none());
+    assert!(vm.life.next_fetch(false).is_none());
+}
+
+#[test]
+fn a_request_waiting_for_everyones_keys_is_handed_no_fetch() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    let t = bearer(&token("rsa-1", json!({})));
+    assert_eq!(vm.life.on_request(&mut w.store, 7, &t, 0, Some(T0)), None);
+    // Discovery goes out from the root only.
+    assert!(vm.life.next_fetch_for(7).is_none());
+    assert!(vm.life.root_has_work());
+}
+
+#[test]
+fn has_callout_is_true_only_while_a_request_s_own_callout_is_unanswered() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    vm.warm_up(&mut w);
+    let c = client("svc", "good");
+    assert_eq!(vm.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
+    assert!(!vm.life.has_callout(2), "queued, not sent");
+    vm.send_from(&mut w.store, Some(2), T0, false);
+    assert!(vm.life.has_callout(2));
+    assert!(!vm.life.has_callout(3), "another context's");
+    vm.answer_one(&mut w.store, &mut w.idp, T0 + 5);
+    assert!(!vm.life.has_callout(2));
+    // Sent from the root: owned by no request.
+    let d = client("svc-2", "good");
+    assert_eq!(
+        vm.life.on_request(&mut w.store, 4, &d, 0, Some(T0 + 6)),
+        None
+    );
+    vm.send(&mut w.store, T0 + 6, false);
+    assert!(!vm.life.has_callout(4));
+}
+
+#[test]
+fn give_up_answers_503_forgets_the_request_and_counts_it() {
+    let mut w = world();
+    let mut vm = Vm::new(&mut w);
+    vm.warm_up(&mut w);
+    let c = client("svc", "good");
+    assert_eq!(vm.life.on_request(&mut w.store, 2, &c, 0, Some(T0)), None);
+    assert!(vm.life.is_undecided(2));
+    let verdict = vm.life.give_up(2, T0 + 1);
+    assert_eq!(
+        verdict,
+        Verdict::Deny(Denial::IdpUnavailable { retry_after_s: 1 })
+    );
+    assert!(!vm.life.is_undecided(2));
+    assert_eq!(vm.life.parked(), 0);
+    assert_eq!(vm.life.tally().count("oidcgate.parked.timeout"), 1);
+    assert_eq!(vm.life.tally().count("oidcgate.denied.idp_unavailable"), 1);
+    // Its deadline later decides nothing more.
+    vm.life.on_tick(&mut w.store, T0 + 60_000);
+    assert!(vm.verdicts().is_empty());
+}

@@ -600,6 +600,42 @@ fn kong_conf_enables_wasm_and_what_the_filter_needs() {
     }
 }
 
+/// Kong's host wakes a paused request only with its own callouts: kong.conf includes the
+/// poll endpoint (kong/oidcgate-wait.conf, a delayed loopback server) and kong.yml's filter
+/// configuration names the address it listens on.
+#[test]
+fn kong_runs_the_poll_endpoint_that_kong_yml_names_as_wait_upstream() {
+    let conf = kong_conf();
+    let include = conf
+        .get("nginx_http_include")
+        .and_then(Value::as_str)
+        .expect("kong.conf: nginx_http_include (the wait_upstream server) is not set");
+    assert!(include.ends_with("/oidcgate-wait.conf"), "{include}");
+    let server = read("kong/oidcgate-wait.conf");
+    let listen = server
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("listen "))
+        .and_then(|l| l.strip_suffix(';'))
+        .expect("kong/oidcgate-wait.conf: no listen line");
+    assert!(listen.starts_with("127.0.0.1:"), "loopback only: {listen}");
+    assert!(server.contains("auth_delay 20ms;"), "each poll must wait");
+    let doc = yaml("kong/kong.yml");
+    let filter = &doc["services"][0]["filter_chains"][0]["filters"][0];
+    let config: Value =
+        serde_json::from_str(filter["config"].as_str().expect("config string")).unwrap();
+    assert_eq!(config["wait_upstream"], listen);
+    // The same server as the test kit's (kong/nginx.conf), but for its port.
+    let template = read("kong/nginx.conf");
+    for line in [
+        "auth_basic \"oidcgate-wait\";",
+        "auth_basic_user_file /dev/null;",
+        "auth_delay 20ms;",
+    ] {
+        assert!(template.contains(line) && server.contains(line), "{line}");
+    }
+}
+
 #[test]
 fn kong_readme_says_it_was_not_run() {
     let readme = read("kong/README.md");

@@ -717,3 +717,8 @@ async fn refused_credentials_are_remembered_by_every_worker_then_forgotten() {
 async fn a_client_token_signed_with_a_new_key_waits_for_the_refetch() {
     cases::a_client_token_signed_with_a_new_key_waits_for_the_refetch(&EnvoyHost).await;
 }
+
+#[tokio::test]
+async fn an_opaque_token_is_introspected_once_and_its_claims_go_upstream() {
+    cases::an_opaque_token_is_introspected_once_and_its_claims_go_upstream(&EnvoyHost).await;
+}

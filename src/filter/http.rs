@@ -240,7 +240,7 @@ impl Request {
         }
         // Parked in the core: it must hear if this context goes away.
         self.gone = Some(worker.borrow().graveyard());
-        let verdict = pump(worker, self.context_id);
+        let verdict = pump(worker, self.context_id, false);
         if verdict.is_none() {
             // Where only its own callouts can wake it, it needs one (or is answered now).
             keep_waiting(worker, self.context_id, false);

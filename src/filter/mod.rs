@@ -90,7 +90,7 @@ impl RootContext for Root {
             let now = w.now_ms();
             w.life.on_tick(&mut HostStore, now);
         }
-        pump(worker, self.context_id);
+        pump(worker, self.context_id, false);
         if let Some(m) = &mut self.metrics {
             let mut w = worker.borrow_mut();
             let counters = w.life.gate().counters();

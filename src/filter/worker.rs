@@ -118,15 +118,25 @@ impl Worker {
 /// for `current` itself is returned, not applied: a request in its own headers callback goes
 /// on by what that callback returns.
 ///
+/// `answering`: the host is delivering a callout's answer to `current`.
+///
 /// In a host that acts on a request only in its own callbacks, the verdicts of other
-/// requests are kept for them ([`Worker::ready`]), and a request context sends fetches only
-/// while it stays undecided itself (it waits for their answers anyway; a decided request
-/// would be held back by them).
-pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
+/// requests are kept for them ([`Worker::ready`]); a request context sends only the fetch it
+/// waits for itself, and only while undecided (so it never goes on with a callout in
+/// flight); the root context sends only from its tick.
+pub fn pump(shared: &Shared, current: u32, answering: bool) -> Option<Verdict> {
     let (from_root, any_context) = {
         let w = shared.borrow();
         (w.root == current, w.wake == Wake::AnyContext)
     };
+    // ngx_wasm_module: the root context sends nothing while a callout answer is being
+    // delivered to it (the next tick does, at most one TICK later). There the answered
+    // callout's connection is already closed and back in nginx's free list; a root
+    // callout takes a connection at once (its fake request's), often that very one, and
+    // the module then clears that connection's pool when it destroys the answered callout
+    // (`ngx_wasm_socket_tcp_destroy`), so the new callout's worker segfaults in
+    // `ngx_http_proxy_wasm_dispatch_request` (kong/README.md, "Host bugs avoided").
+    let root_may_send = from_root && (any_context || !answering);
     let owner = (!from_root).then_some(current);
     let mut own = None;
     for _ in 0..PUMP_ROUNDS {
@@ -135,13 +145,15 @@ pub fn pump(shared: &Shared, current: u32) -> Option<Verdict> {
             let fetch = {
                 let mut w = shared.borrow_mut();
                 w.bury();
-                let may_send = from_root
-                    || any_context
-                    || (own.is_none()
-                        && !w.ready.contains_key(&current)
-                        && w.life.is_undecided(current));
-                if may_send {
-                    w.life.next_fetch(from_root)
+                if from_root {
+                    root_may_send.then(|| w.life.next_fetch(true)).flatten()
+                } else if any_context {
+                    w.life.next_fetch(false)
+                } else if own.is_none() && !w.ready.contains_key(&current) {
+                    // Only what it waits for itself: a request that sent another's fetch
+                    // could go on before its answer, and ngx_wasm_module would deliver
+                    // that answer to a freed context (kong/README.md).
+                    w.life.next_fetch_for(current)
                 } else {
                     None
                 }
@@ -212,11 +224,16 @@ pub fn deliver(shared: &Shared, current: u32, token: u32, body_size: usize) {
             warn!("wait_upstream answered a poll in {elapsed} ms: it should delay its answer (nginx: auth_delay 20ms; kong/README.md), or waiting requests poll it in a tight loop (logged once)");
         }
     }
-    let own = pump(shared, current);
+    let own = pump(shared, current, true);
     if current == shared.borrow().root {
         return;
     }
     match own {
+        // A refusal reached in the answer to the request's own fetch (a POST) is sent from
+        // the answer to a poll instead, where the host can (kong/README.md).
+        Some(verdict @ Verdict::Deny(_)) if poll.is_none() && defer_denial(shared, current) => {
+            shared.borrow_mut().ready.insert(current, verdict);
+        }
         // `current` is a request paused in its headers callback, woken by its own answer.
         Some(verdict) => {
             let (realm, strip) = realm_and_strip(shared);
@@ -226,6 +243,33 @@ pub fn deliver(shared: &Shared, current: u32, token: u32, body_size: usize) {
             let poll_failed = poll.is_some() && status.is_none();
             keep_waiting(shared, current, poll_failed);
         }
+    }
+}
+
+/// In a host that acts on a request only in its own callbacks: sends a poll of
+/// `wait_upstream` for request `context`, whose refusal was reached in the answer to its own
+/// token fetch or introspection; true when sent (the refusal is then sent from the poll's
+/// answer). ngx_wasm_module builds a local reply's body in a chain link it takes from the
+/// request's free list, which then holds the answered callout's request-body link; it
+/// empties that link's buffer when it destroys the callout, after the callback: the reply
+/// would go out with an empty buffer (`zero size buf in writer`) and its connection closed
+/// mid-response. A poll carries no body.
+fn defer_denial(shared: &Shared, context: u32) -> bool {
+    let upstream = {
+        let w = shared.borrow();
+        match &w.wake {
+            Wake::OwnCallbacks { poll: Some(p) } => p.clone(),
+            _ => return false,
+        }
+    };
+    match host::dispatch_poll(&upstream, POLL_TIMEOUT_MS) {
+        Ok(token) => {
+            let mut w = shared.borrow_mut();
+            let now = w.now_ms();
+            w.polls.insert(token, (context, now));
+            true
+        }
+        Err(_) => false,
     }
 }
 

@@ -299,11 +299,24 @@ impl Nginx {
     }
 }
 
+/// Lines of the error log that show the host failed, whatever the test saw: a worker that
+/// crashed (ngx_wasm_module's dispatch bugs, kong/README.md), a reply cut off, a VM trap.
+const HOST_FAULTS: [&str; 3] = ["exited on signal", "zero size buf", "host trap"];
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
         if self.dir.as_os_str().is_empty() {
             return;
+        }
+        let log = self.log();
+        let fault = HOST_FAULTS.iter().find(|f| log.contains(**f));
+        if let (Some(fault), false) = (fault, std::thread::panicking()) {
+            let tail = self.log_tail(40);
+            panic!(
+                "nginx logged `{fault}` ({}); error log tail:\n{tail}",
+                self.dir.display()
+            );
         }
         if std::thread::panicking() {
             eprintln!(

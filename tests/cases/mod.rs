@@ -383,3 +383,39 @@ pub(crate) async fn started_with_the_idp_down_recovers_when_it_comes_up<H: Host>
     }
     assert_eq!(status, 200);
 }
+
+/// An opaque bearer token (RFC 7662 introspection, as the gateway's own client): verified
+/// once at the IdP, its claims upstream, the answer cached; an unknown one refused.
+pub(crate) async fn an_opaque_token_is_introspected_once_and_its_claims_go_upstream<H: Host>(
+    host: &H,
+) {
+    let idp = MockIdp::start().await;
+    idp.add_client("gateway", "gateway-secret", &[], &[]);
+    let config = filter_config(json!({
+        "client_id": "gateway",
+        "client_secret": "gateway-secret",
+        "auth_methods": ["bearer", "introspection"],
+    }));
+    let s = host.start(idp, config, 1).await;
+    let token = s.idp.issue_opaque(
+        "svc-orders",
+        &["read", "write"],
+        Duration::from_secs(3600),
+        json!({}),
+    );
+    assert!(!token.contains('.'), "opaque: {token}");
+    for _ in 0..3 {
+        let a = s.bearer(&token).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert_eq!(a.upstream("Issuer_Header"), Some(s.idp.issuer().as_str()));
+        assert_eq!(a.upstream("X-Subject"), Some("svc-orders"));
+        assert_eq!(
+            a.upstream("authorization"),
+            Some(format!("Bearer {token}").as_str())
+        );
+    }
+    assert_eq!(s.idp.counts().introspection, 1);
+    let a = s.bearer("not-a-token-this-idp-issued").await;
+    assert_invalid_token(&a);
+    assert_eq!(s.echo.requests(), 3);
+}
