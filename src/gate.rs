@@ -162,6 +162,11 @@ impl Gate {
         self.strip.clone()
     }
 
+    /// Says why the next refusal is made, for its log line.
+    pub fn note_detail(&mut self, detail: String) {
+        self.detail = Some(detail);
+    }
+
     /// What the last refusal decided (not answered from the cache) found in the token.
     pub fn take_detail(&mut self) -> Option<String> {
         self.detail.take()

@@ -174,6 +174,19 @@ impl Lifecycle {
         Verdict::Allow(crate::outcome::Grant::default())
     }
 
+    /// A request refused before its credential was looked at, for a reason its log line
+    /// gives (`why` holds no caller text but what the filter named itself).
+    pub fn on_refused_because(
+        &mut self,
+        context: u32,
+        denial: Denial,
+        why: String,
+        now_ms: u64,
+    ) -> Verdict {
+        self.gate.note_detail(why);
+        self.on_refused(context, denial, now_ms)
+    }
+
     /// A request refused before it showed a usable credential.
     pub fn on_refused(&mut self, context: u32, denial: Denial, now_ms: u64) -> Verdict {
         let verdict = Verdict::Deny(denial);
@@ -505,6 +518,7 @@ impl Lifecycle {
             Denial::InsufficientScope(_) => "oidcgate.denied.insufficient_scope",
             Denial::IdpUnavailable { .. } => "oidcgate.denied.idp_unavailable",
             Denial::UnknownPolicy => "oidcgate.denied.unknown_policy",
+            Denial::HeaderNotRemovable => "oidcgate.denied.header_not_removable",
         });
         match denial {
             Denial::InsufficientScope(rule) => self.tally.bump(rule.counter()),

@@ -180,6 +180,9 @@ pub enum Denial {
     },
     /// The route names a policy the configuration does not have: never a weaker one.
     UnknownPolicy,
+    /// The request carries a header the filter sets, in a host that cannot remove it
+    /// (ngx_wasm_module forwards "removed" headers): refused rather than passed on.
+    HeaderNotRemovable,
 }
 
 impl Denial {
@@ -189,6 +192,7 @@ impl Denial {
             Denial::InsufficientScope(_) => 403,
             Denial::IdpUnavailable { .. } => 503,
             Denial::UnknownPolicy => 500,
+            Denial::HeaderNotRemovable => 400,
         }
     }
 
@@ -201,6 +205,7 @@ impl Denial {
             Denial::InsufficientScope(_) => "insufficient_scope",
             Denial::IdpUnavailable { .. } => "idp_unavailable",
             Denial::UnknownPolicy => "unknown_policy",
+            Denial::HeaderNotRemovable => "header_not_removable",
         }
     }
 
@@ -209,6 +214,7 @@ impl Denial {
             Denial::Missing => "unauthorized",
             Denial::IdpUnavailable { .. } => "temporarily_unavailable",
             Denial::UnknownPolicy => "server_error",
+            Denial::HeaderNotRemovable => "invalid_request",
             other => other.reason(),
         }
     }
@@ -221,6 +227,7 @@ impl Denial {
             Denial::InsufficientScope(rule) => rule.description(),
             Denial::IdpUnavailable { .. } => "identity provider is unavailable, retry later",
             Denial::UnknownPolicy => "the route names a policy that is not configured",
+            Denial::HeaderNotRemovable => "the request carries a header the gateway sets",
         }
     }
 
@@ -232,7 +239,7 @@ impl Denial {
             Denial::IdpUnavailable { retry_after_s } => {
                 vec![("retry-after", retry_after_s.max(&1).to_string())]
             }
-            Denial::UnknownPolicy => Vec::new(),
+            Denial::UnknownPolicy | Denial::HeaderNotRemovable => Vec::new(),
             other => vec![(
                 "www-authenticate",
                 format!("Bearer realm=\"{realm}\", error=\"{}\"", other.error_code()),

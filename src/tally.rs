@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 const MAX_SAMPLES: usize = 256;
 
 /// Every counter name, so all exist (at zero) from the start and dashboards see them.
-pub const COUNTERS: [&str; 42] = [
+pub const COUNTERS: [&str; 43] = [
     "oidcgate.allowed",
     "oidcgate.denied.missing",
     "oidcgate.denied.invalid_token",
@@ -33,6 +33,7 @@ pub const COUNTERS: [&str; 42] = [
     "oidcgate.denied.insufficient_scope.claims_forbidden",
     "oidcgate.denied.idp_unavailable",
     "oidcgate.denied.unknown_policy",
+    "oidcgate.denied.header_not_removable",
     "oidcgate.idp.discovery.ok",
     "oidcgate.idp.discovery.failed",
     "oidcgate.idp.jwks.ok",

@@ -1146,6 +1146,7 @@ fn every_denial() -> Vec<Denial> {
         Denial::InsufficientScope(ClaimRule::Audience),
         Denial::IdpUnavailable { retry_after_s: 1 },
         Denial::UnknownPolicy,
+        Denial::HeaderNotRemovable,
     ];
     // A new variant must be added above: this match stops compiling otherwise.
     for denial in &all {
@@ -1155,7 +1156,8 @@ fn every_denial() -> Vec<Denial> {
             | Denial::InvalidClient
             | Denial::InsufficientScope(_)
             | Denial::IdpUnavailable { .. }
-            | Denial::UnknownPolicy => {}
+            | Denial::UnknownPolicy
+            | Denial::HeaderNotRemovable => {}
         }
     }
     all

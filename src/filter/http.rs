@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{error, info};
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, MapType};
 
 use super::host::{self, HostStore};
+use super::raw;
 use super::worker::{allow, deliver, keep_waiting, pump, Shared};
 use crate::config::PolicyId;
 use crate::credentials::{self, RequestView, MAX_SEARCHED_BODY};
@@ -90,6 +91,19 @@ impl Request {
     /// Nothing reaches the upstream but through [`allow`], which strips every caller copy
     /// of the credential and of the headers the filter writes.
     fn authenticate(&mut self, worker: &Shared, end_of_stream: bool) -> Action {
+        if let Some(name) = self.unremovable_header(worker) {
+            let verdict = {
+                let mut w = worker.borrow_mut();
+                let now = w.now_ms();
+                let why = format!(
+                    "carries `{name}`, a header the filter sets, which this host cannot remove"
+                );
+                w.life
+                    .on_refused_because(self.context_id, Denial::HeaderNotRemovable, why, now)
+            };
+            self.apply_here(worker, &verdict);
+            return Action::Pause;
+        }
         let (reads_query, reads_body, routed) = {
             let w = worker.borrow();
             let config = w.life.gate().config();
@@ -246,6 +260,29 @@ impl Request {
             keep_waiting(worker, self.context_id, false);
         }
         verdict
+    }
+
+    /// In a host whose header removal does not hold (ngx_wasm_module forwards a "removed"
+    /// header: kong/README.md), a caller's copy of a header the filter sets cannot be taken
+    /// out: the first such header, for the request to be refused (fails closed). `None` in
+    /// Envoy, where removal holds, without a host call.
+    fn unremovable_header(&self, worker: &Shared) -> Option<String> {
+        let strip = {
+            let w = worker.borrow();
+            if !w.own_callbacks_only() {
+                return None;
+            }
+            w.life.gate().strip_headers()
+        };
+        // A host that cannot list the headers gives nothing to check: refuse, as a spoofed
+        // header could not be told from none.
+        let names = match raw::header_names(MapType::HttpRequestHeaders) {
+            Ok(names) => names,
+            Err(_) => return Some("(the request's headers could not be read)".to_string()),
+        };
+        names
+            .into_iter()
+            .find(|n| n != "authorization" && strip.iter().any(|s| s == n))
     }
 
     fn refuse(&self, worker: &Shared, denial: Denial) -> Verdict {

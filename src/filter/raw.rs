@@ -67,6 +67,11 @@ extern "C" {
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
 }
 
 fn status(s: u32) -> Result<(), Refused> {
@@ -200,4 +205,57 @@ pub fn now_ns() -> Result<u64, Refused> {
     // SAFETY: `ns` outlives the call.
     status(unsafe { proxy_get_current_time_nanoseconds(&mut ns) })?;
     Ok(ns)
+}
+
+/// The names in a header map, lower-cased (the SDK's `get_map` panics on a status it does
+/// not expect and on a value that is not UTF-8).
+pub fn header_names(map: MapType) -> Result<Vec<String>, Refused> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer to memory it allocated through the SDK's exported
+    // allocator (`proxy_on_memory_allocate`, the global allocator) and its size; the Vec
+    // takes ownership of exactly that allocation, as the SDK's own wrapper does.
+    let bytes = unsafe {
+        status(proxy_get_header_map_pairs(map as u32, &mut data, &mut size))?;
+        if data.is_null() {
+            return Ok(Vec::new());
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    Ok(map_names(&bytes))
+}
+
+/// The keys of a serialized proxy-wasm map (count, then each key's and value's length, then
+/// each key and value NUL-terminated), lower-cased; whatever cannot be read is left out.
+fn map_names(bytes: &[u8]) -> Vec<String> {
+    let word = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let mut names = Vec::new();
+    let Some(count) = word(0) else {
+        return names;
+    };
+    let mut sizes = 4usize;
+    let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+        return names;
+    };
+    for _ in 0..count {
+        let (Some(key_len), Some(value_len)) = (word(sizes), word(sizes + 4)) else {
+            break;
+        };
+        sizes += 8;
+        if let Some(key) = data
+            .checked_add(key_len)
+            .and_then(|end| bytes.get(data..end))
+        {
+            names.push(String::from_utf8_lossy(key).to_ascii_lowercase());
+        }
+        data = data
+            .saturating_add(key_len)
+            .saturating_add(1)
+            .saturating_add(value_len)
+            .saturating_add(1);
+    }
+    names
 }

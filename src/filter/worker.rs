@@ -81,6 +81,11 @@ impl Worker {
         }
     }
 
+    /// Whether this host acts on a request only in its own callbacks (ngx_wasm_module).
+    pub fn own_callbacks_only(&self) -> bool {
+        self.wake != Wake::AnyContext
+    }
+
     pub fn graveyard(&self) -> Rc<RefCell<Vec<u32>>> {
         self.gone.clone()
     }
