@@ -61,6 +61,19 @@ async fn run() -> Result<bool, Error> {
     let wasm_dir = work_dir.join("wasm32-wasip1/release");
     let empty_wasm = wasm_dir.join("empty_filter.wasm");
     let core_wasm = wasm_dir.join("core_filter.wasm");
+    if settings.setups.is_empty() {
+        // BENCH_ONLY=core: the core costs alone, to compare builds of the core quickly.
+        step("core costs only (BENCH_ONLY=core): bench/core-filter in Envoy's V8");
+        println!("load average {}", load::load_average());
+        let cpu = (settings.pin && provenance.cpus >= 2 && on_path("taskset")).then_some(0);
+        let issuer = format!("http://127.0.0.1:{}/oauth2/default", settings.idp_port());
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        let opts = core::envoy_opts(&settings, cpu, &core_wasm, &issuer);
+        let costs = core::core_costs(opts, &run_dir).await?;
+        print!("{}", report::core_table(&costs));
+        println!("load average {}", load::load_average());
+        return Ok(true);
+    }
     let mut built = vec![&empty_wasm];
     if settings.core {
         built.push(&core_wasm);

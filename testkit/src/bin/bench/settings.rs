@@ -113,9 +113,15 @@ pub const SETUPS: [Setup; 11] = [
     ),
 ];
 
+/// `BENCH_ONLY=core`: no configuration, only the core costs (printed, no report written).
+pub const CORE_ONLY: &str = "core";
+
 /// The configurations `only` names (comma-separated ids), in the order of [`SETUPS`]; all of
 /// them when `only` is empty.
 pub fn select(only: &str) -> Result<Vec<&'static Setup>, Error> {
+    if only == CORE_ONLY {
+        return Ok(Vec::new());
+    }
     if only.is_empty() {
         return Ok(SETUPS.iter().collect());
     }
