@@ -17,7 +17,8 @@ pub mod introspection;
 pub mod jwks;
 pub mod lifecycle;
 pub mod log_budget;
-mod monty;
+#[doc(hidden)]
+pub mod monty;
 pub mod outcome;
 pub mod policy;
 pub mod records;

@@ -13,7 +13,17 @@
 
 use crypto_bigint::{BoxedUint, NonZero};
 
-/// A modulus ready for Montgomery arithmetic with R = 2^(32·limbs).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod simd;
+
+/// What `rsa.rs` uses: the `simd128` arithmetic when the build has it (wasm32 with
+/// `-C target-feature=+simd128`, set in .cargo/config.toml), else the scalar one.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub type Chosen = simd::Modulus;
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub type Chosen = Modulus;
+
+/// A modulus ready for scalar Montgomery arithmetic with R = 2^(32·limbs).
 pub struct Modulus {
     /// Little-endian 32-bit limbs.
     n: Vec<u32>,
