@@ -11,7 +11,7 @@
 //!
 //! Everything here is public (key, signature, message), so nothing needs constant time.
 
-use crate::monty::Chosen as Modulus;
+use crate::monty::Modulus;
 
 /// The key sizes accepted, as jwt-simple accepts them (RFC 7518 §3.3 asks for ≥ 2048).
 const MIN_BITS: usize = 2048;
