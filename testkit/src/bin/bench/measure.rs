@@ -220,7 +220,7 @@ impl Bench<'_> {
     }
 
     /// The `Authorization` header of a fixed credential.
-    fn header(&self, credential: Credential) -> Option<String> {
+    pub fn header(&self, credential: Credential) -> Option<String> {
         match credential {
             Credential::None => None,
             Credential::Bearer => Some(format!("Authorization: Bearer {}", self.pool.first)),
