@@ -3,7 +3,7 @@
 //! <impl> <count>`, once with count 0 and once with count N; the difference over N is one
 //! operation. `impl`: `rsa` (src/rsa.rs) or `crypto-bigint` (its BoxedMontyForm, as rsa.rs
 //! was until 2026-12).
-#![allow(clippy::expect_used)] // a measurement tool: fixed inputs, nothing from outside
+#![allow(clippy::expect_used, clippy::indexing_slicing)] // a measurement tool: fixed inputs
 
 use std::hint::black_box;
 

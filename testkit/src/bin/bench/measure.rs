@@ -311,6 +311,9 @@ mod tests {
             note: String::new(),
             pin: false,
             core: true,
+            workers: true,
+            core_only: false,
+            workers_only: false,
             setups: select("").unwrap(),
         };
         let issuer = "http://127.0.0.1:18602/oauth2/default";

@@ -368,6 +368,9 @@ the test kit (`core-bench-input`: RSA 2048, P-256, Ed25519).
 
 ";
 
+const WORKERS_EXPLAINED: &str = "## What a worker costs\n\n\
+Envoy's resident memory (`VmRSS`) 1.5 s after its first allowed answer, and the time from its start to that answer, with no filter, the empty wasm filter and oidcgate (one bearer token; its first request waits for discovery and the key set from the mock IdP), at 1, 2 and 4 workers (`--concurrency`; each worker runs its own wasm VM). Unpinned, a fresh Envoy each time, medians over the rounds.\n\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +554,3 @@ mod tests {
         }
     }
 }
-
-const WORKERS_EXPLAINED: &str = "## What a worker costs\n\n\
-Envoy's resident memory (`VmRSS`) 1.5 s after its first allowed answer, and the time from its start to that answer, with no filter, the empty wasm filter and oidcgate (one bearer token; its first request waits for discovery and the key set from the mock IdP), at 1, 2 and 4 workers (`--concurrency`; each worker runs its own wasm VM). Unpinned, a fresh Envoy each time, medians over the rounds.\n\n";
