@@ -17,6 +17,7 @@ pub mod introspection;
 pub mod jwks;
 pub mod lifecycle;
 pub mod log_budget;
+mod monty;
 pub mod outcome;
 pub mod policy;
 pub mod records;

@@ -3,16 +3,15 @@
 //! once, when the key set is parsed.
 //!
 //! Why not jwt-simple's RSA: it rebuilds the key for every token and exponentiates with a
-//! generic routine; in Envoy's V8 that took ~1.0–1.1 ms a verification against ~0.15 ms here
-//! (`docs/bench.md`, core costs). The arithmetic is `crypto-bigint`'s (already in the tree for
-//! the EC keys); only the encoding checks (EMSA-PKCS1-v1_5, §9.2; EMSA-PSS, §9.1.2) are
-//! written here, and they are tested against jwt-simple's signatures and the Wycheproof
-//! vectors.
+//! generic routine; in Envoy's V8 that took ~1.0–1.1 ms a verification against ~0.15 ms with
+//! `crypto-bigint`'s Montgomery forms, and less with `monty.rs` (`docs/bench.md`, core costs).
+//! The encoding checks (EMSA-PKCS1-v1_5, §9.2; EMSA-PSS, §9.1.2) are written here, and they
+//! and the arithmetic are tested against jwt-simple's signatures, the Wycheproof vectors and
+//! (fuzz/, `rsa_differential`) RustCrypto's `rsa`.
 //!
 //! Everything here is public (key, signature, message), so nothing needs constant time.
 
-use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
-use crypto_bigint::{BoxedUint, Odd};
+use crate::monty::Modulus;
 
 /// The key sizes accepted, as jwt-simple accepts them (RFC 7518 §3.3 asks for ≥ 2048).
 const MIN_BITS: usize = 2048;
@@ -93,8 +92,9 @@ impl Hash {
 
 /// An RSA public key, ready to verify: modulus and Montgomery parameters.
 pub struct PublicKey {
-    n: BoxedUint,
-    params: BoxedMontyParams,
+    /// Big-endian, without leading zeros: `len` bytes.
+    n: Vec<u8>,
+    modulus: Modulus,
     /// The modulus length in bytes (`k` in RFC 8017).
     len: usize,
     /// The modulus length in bits (`modBits`).
@@ -118,12 +118,9 @@ impl PublicKey {
         if !(MIN_BITS..=MAX_BITS).contains(&bits) || trim(e) != E {
             return None;
         }
-        let precision = precision(n.len())?;
-        let modulus = BoxedUint::from_be_slice(n, precision).ok()?;
-        let odd: Option<Odd<BoxedUint>> = Odd::new(modulus.clone()).into();
         Some(PublicKey {
-            params: BoxedMontyParams::new_vartime(odd?),
-            n: modulus,
+            modulus: Modulus::new(n)?,
+            n: n.to_vec(),
             len: n.len(),
             bits,
         })
@@ -143,22 +140,17 @@ impl PublicKey {
     /// RSAVP1 (RFC 8017 §5.2.2): the signature to the power 65537, as `k` big-endian octets;
     /// `None` unless the signature is `k` octets and below the modulus (§8.1.2, §8.2.2 step 1).
     fn open(&self, signature: &[u8]) -> Option<Vec<u8>> {
-        if signature.len() != self.len {
+        // Both `len` big-endian octets: byte order is numeric order.
+        if signature.len() != self.len || signature >= self.n.as_slice() {
             return None;
         }
-        let s = BoxedUint::from_be_slice(signature, precision(self.len)?).ok()?;
-        if s >= self.n {
-            return None;
-        }
-        // s^65537 = s^(2^16) · s: sixteen squarings and one multiplication.
-        let base = BoxedMontyForm::new(s, &self.params);
-        let mut m = base.clone();
-        for _ in 0..16 {
-            m = m.square();
-        }
-        let m = m.mul(&base).retrieve().to_be_bytes();
-        let skip = m.len().checked_sub(self.len)?;
-        m.get(skip..).map(<[u8]>::to_vec)
+        self.modulus.pow_65537(signature, self.len)
+    }
+
+    /// RSAVP1 alone, for `bench/core-filter` (which times it against other arithmetic).
+    #[doc(hidden)]
+    pub fn raw_open(&self, signature: &[u8]) -> Option<Vec<u8>> {
+        self.open(signature)
     }
 }
 
@@ -244,11 +236,6 @@ fn encode(hash: Hash, message: &[u8], len: usize) -> Vec<u8> {
 fn trim(bytes: &[u8]) -> &[u8] {
     let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     bytes.get(first..).unwrap_or_default()
-}
-
-/// Bits of precision for a `len`-byte number, rounded up to whole 64-bit words.
-fn precision(len: usize) -> Option<u32> {
-    u32::try_from(len.checked_mul(8)?.next_multiple_of(64)).ok()
 }
 
 #[cfg(test)]

@@ -69,8 +69,12 @@ async fn an_opaque_token_is_introspected_once_and_its_claims_go_upstream() {
         );
     }
     assert_eq!(s.idp.counts().introspection, 1);
-    // An opaque token never needs the key set: the filter's own start-up fetch at most.
-    assert!(s.idp.counts().jwks <= 1, "{:?}", s.idp.counts());
+    // An opaque token never needs the key set: the timer's background fetch is the only
+    // one, and it may come after these requests (on a loaded machine it did).
+    s.envoy
+        .stat_reaches("wasmcustom.oidcgate.idp.jwks.ok", 1)
+        .await;
+    assert_eq!(s.idp.counts().jwks, 1, "the background fetch only");
     assert_eq!(
         s.envoy
             .stat_reaches("wasmcustom.oidcgate.idp.introspection.ok", 1)

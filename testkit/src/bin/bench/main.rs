@@ -17,6 +17,7 @@ mod core;
 mod measure;
 mod report;
 mod settings;
+mod workers;
 mod wrk;
 
 use std::net::{SocketAddr, TcpStream};
@@ -61,6 +62,19 @@ async fn run() -> Result<bool, Error> {
     let wasm_dir = work_dir.join("wasm32-wasip1/release");
     let empty_wasm = wasm_dir.join("empty_filter.wasm");
     let core_wasm = wasm_dir.join("core_filter.wasm");
+    if settings.core_only {
+        // BENCH_ONLY=core: the core costs alone, to compare builds of the core quickly.
+        step("core costs only (BENCH_ONLY=core): bench/core-filter in Envoy's V8");
+        println!("load average {}", load::load_average());
+        let cpu = (settings.pin && provenance.cpus >= 2 && on_path("taskset")).then_some(0);
+        let issuer = format!("http://127.0.0.1:{}/oauth2/default", settings.idp_port());
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        let opts = core::envoy_opts(&settings, cpu, &core_wasm, &issuer);
+        let costs = core::core_costs(opts, &run_dir).await?;
+        print!("{}", report::core_table(&costs));
+        println!("load average {}", load::load_average());
+        return Ok(true);
+    }
     let mut built = vec![&empty_wasm];
     if settings.core {
         built.push(&core_wasm);
@@ -139,6 +153,14 @@ async fn run() -> Result<bool, Error> {
         settings.warmup
     ));
     let started = load::utc_date(SystemTime::now());
+    if settings.workers_only {
+        step("what a worker costs (BENCH_ONLY=workers): resident memory, start to first allowed answer");
+        println!("load average {}", load::load_average());
+        let costs = workers::measure(&bench, settings.rounds).await?;
+        print!("{}", workers::table(&costs));
+        println!("load average {}", load::load_average());
+        return Ok(true);
+    }
     let plan: Vec<(u64, &Setup)> = (1..=settings.rounds)
         .flat_map(|round| settings.setups.iter().map(move |setup| (round, *setup)))
         .collect();
@@ -152,6 +174,15 @@ async fn run() -> Result<bool, Error> {
         stack.restart_envoy(bench.envoy_opts(setup)).await;
         rows.push(bench.measure(&stack, round, setup).await?);
     }
+    let worker_costs = if settings.workers {
+        step("what a worker costs: resident memory and start to first allowed answer, 1, 2 and 4 workers");
+        stack.envoy.kill();
+        let costs = workers::measure(&bench, settings.rounds).await?;
+        print!("{}", workers::table(&costs));
+        Some(costs)
+    } else {
+        None
+    };
     // Frees the admin port for the core run.
     drop(stack);
 
@@ -186,6 +217,7 @@ async fn run() -> Result<bool, Error> {
         rows: &rows,
         medians: &medians,
         core: core.as_deref(),
+        workers: worker_costs.as_deref(),
     }
     .render();
     load::write_report(&settings.out, &text)?;

@@ -220,7 +220,7 @@ impl Bench<'_> {
     }
 
     /// The `Authorization` header of a fixed credential.
-    fn header(&self, credential: Credential) -> Option<String> {
+    pub fn header(&self, credential: Credential) -> Option<String> {
         match credential {
             Credential::None => None,
             Credential::Bearer => Some(format!("Authorization: Bearer {}", self.pool.first)),
@@ -311,6 +311,9 @@ mod tests {
             note: String::new(),
             pin: false,
             core: true,
+            workers: true,
+            core_only: false,
+            workers_only: false,
             setups: select("").unwrap(),
         };
         let issuer = "http://127.0.0.1:18602/oauth2/default";

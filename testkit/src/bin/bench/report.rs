@@ -13,6 +13,7 @@ use testkit::load::Provenance;
 use crate::core::CoreCost;
 use crate::measure::Row;
 use crate::settings::{Settings, Setup};
+use crate::workers::{self, WorkerCost};
 
 /// One configuration over every round: medians, and totals of the counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -248,6 +249,8 @@ pub struct Report<'a> {
     pub medians: &'a [Medians],
     /// `None` when the core costs were not measured.
     pub core: Option<&'a [CoreCost]>,
+    /// `None` when what a worker costs was not measured.
+    pub workers: Option<&'a [WorkerCost]>,
 }
 
 impl Report<'_> {
@@ -308,6 +311,10 @@ impl Report<'_> {
             r.push_str(CORE_EXPLAINED);
             let _ = writeln!(r, "{}", core_table(core));
         }
+        if let Some(costs) = self.workers.filter(|c| !c.is_empty()) {
+            r.push_str(WORKERS_EXPLAINED);
+            let _ = writeln!(r, "{}", workers::table(costs));
+        }
         r.push_str("<details><summary>Every round</summary>\n\n");
         r.push_str("| round | configuration | req/s | p50 (µs) | p99 (µs) | Envoy CPU per request (µs) | requests | non-2xx |\n");
         r.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
@@ -360,6 +367,9 @@ change), and the work a cached request does besides host calls. Tokens and keys 
 the test kit (`core-bench-input`: RSA 2048, P-256, Ed25519).
 
 ";
+
+const WORKERS_EXPLAINED: &str = "## What a worker costs\n\n\
+Envoy's resident memory (`VmRSS`) 1.5 s after its first allowed answer, and the time from its start to that answer, with no filter, the empty wasm filter and oidcgate (one bearer token; its first request waits for discovery and the key set from the mock IdP), at 1, 2 and 4 workers (`--concurrency`; each worker runs its own wasm VM). Unpinned, a fresh Envoy each time, medians over the rounds.\n\n";
 
 #[cfg(test)]
 mod tests {

@@ -113,9 +113,17 @@ pub const SETUPS: [Setup; 11] = [
     ),
 ];
 
+/// `BENCH_ONLY=core`: no configuration, only the core costs (printed, no report written).
+pub const CORE_ONLY: &str = "core";
+/// `BENCH_ONLY=workers`: only what a worker costs (memory, start to first allowed answer).
+pub const WORKERS_ONLY: &str = "workers";
+
 /// The configurations `only` names (comma-separated ids), in the order of [`SETUPS`]; all of
 /// them when `only` is empty.
 pub fn select(only: &str) -> Result<Vec<&'static Setup>, Error> {
+    if only == CORE_ONLY || only == WORKERS_ONLY {
+        return Ok(Vec::new());
+    }
     if only.is_empty() {
         return Ok(SETUPS.iter().collect());
     }
@@ -155,6 +163,11 @@ pub struct Settings {
     pub pin: bool,
     /// Time the core operations in V8 too (`BENCH_CORE=0`: skip).
     pub core: bool,
+    /// Measure what a worker costs too (`BENCH_WORKERS=0`: skip).
+    pub workers: bool,
+    /// `BENCH_ONLY=core` or `BENCH_ONLY=workers`.
+    pub core_only: bool,
+    pub workers_only: bool,
     pub setups: Vec<&'static Setup>,
 }
 
@@ -176,6 +189,9 @@ impl Settings {
             note: std::env::var("BENCH_NOTE").unwrap_or_default(),
             pin: flag("BENCH_PIN"),
             core: flag("BENCH_CORE"),
+            workers: flag("BENCH_WORKERS"),
+            core_only: std::env::var("BENCH_ONLY").is_ok_and(|o| o == CORE_ONLY),
+            workers_only: std::env::var("BENCH_ONLY").is_ok_and(|o| o == WORKERS_ONLY),
             setups: select(&std::env::var("BENCH_ONLY").unwrap_or_default())?,
         };
         if [
