@@ -108,6 +108,7 @@ impl Gate {
             }
         }
         let fetcher = Fetcher::new(Layout::new(config.idp.identity()), &config.idp);
+        let answers = Introspections::new(&config);
         // One policy: the verdict cache is all there is to hit.
         let verified_entries = if config.policies.is_empty() {
             0
@@ -124,7 +125,7 @@ impl Gate {
             decision_hits: 0,
             decision_misses: 0,
             clients: ClientTokens::new(),
-            answers: Introspections::new(),
+            answers,
             fetcher,
             purged_ms: 0,
             detail: None,
@@ -192,14 +193,21 @@ impl Gate {
         started_ms: u64,
         now_ms: u64,
     ) -> Step {
-        match credential {
+        let step = match credential {
             Credential::Bearer(token) => {
                 self.check_token(store, token, policy, None, started_ms, now_ms)
             }
             Credential::Client(client) => {
                 self.check_client(store, client, policy, started_ms, now_ms)
             }
+        };
+        // Whichever fetch found its endpoint missing from discovery, the refusal says so.
+        if let Some(endpoint) = self.fetcher.take_missing() {
+            self.detail = Some(format!(
+                "the discovery document names no {endpoint}: configure `{endpoint}`"
+            ));
         }
+        step
     }
 
     /// Decides on `token` under `policy`. `issued_to` is the client whose credentials the
@@ -327,14 +335,7 @@ impl Gate {
         match answer {
             Answer::Active(active) => Ok(active),
             Answer::Inactive => Err(Step::deny(Denial::InvalidToken(TokenProblem::Inactive))),
-            Answer::Step(step) => {
-                if let Some(endpoint) = self.fetcher.take_missing() {
-                    self.detail = Some(format!(
-                        "the discovery document names no {endpoint}: configure `{endpoint}`"
-                    ));
-                }
-                Err(step)
-            }
+            Answer::Step(step) => Err(step),
         }
     }
 

@@ -278,15 +278,7 @@ pub fn host_reply(status: Option<u32>, body: &[u8]) -> Option<String> {
     if !ENVOY_REPLIES.iter().any(|r| text.starts_with(r)) {
         return None;
     }
-    let mut shown: String = text
-        .chars()
-        .take(HOST_REPLY_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(HOST_REPLY_CHARS).is_some() {
-        shown.push('…');
-    }
-    Some(shown)
+    Some(crate::log_budget::bounded_to(text, HOST_REPLY_CHARS))
 }
 
 /// How much of Envoy's own answer a warning quotes: all of the reasons above.

@@ -52,15 +52,25 @@ pub struct Introspections {
     /// opaque tokens freely, so the signature-tail hash of `TokenKey` would let them pile
     /// entries onto one hash.
     local: BoundedCache<Rc<str>, Local>,
+    /// What, besides the token, an answer's shared key depends on: the issuer and the
+    /// configured endpoint, worked out once.
+    scope: String,
     /// Monotonic. A miss is a request that found no answer in this VM when it arrived.
     pub hits: u64,
     pub misses: u64,
 }
 
 impl Introspections {
-    pub fn new() -> Introspections {
+    pub fn new(config: &Config) -> Introspections {
+        let endpoint = config
+            .idp
+            .introspection_endpoint
+            .as_ref()
+            .map(|u| format!("{}{}", u.authority, u.path))
+            .unwrap_or_default();
         Introspections {
             local: BoundedCache::new(ANSWER_ENTRIES, ANSWER_BYTES),
+            scope: format!("{} {endpoint}", config.idp.issuer),
             hits: 0,
             misses: 0,
         }
@@ -94,7 +104,7 @@ impl Introspections {
         if started_ms == now_ms {
             self.misses += 1;
         }
-        let key = answer_key(config, token);
+        let key = key_of(&[b"introspection", self.scope.as_bytes(), token.as_bytes()]);
         let entry = fetcher.layout().answer_entry(store, &key);
         let fresh_enough = cache || entry.fetched_ms >= started_ms;
         match entry.value {
@@ -215,28 +225,6 @@ impl Introspections {
     pub fn is_empty(&self) -> bool {
         self.local.is_empty()
     }
-}
-
-impl Default for Introspections {
-    fn default() -> Self {
-        Introspections::new()
-    }
-}
-
-/// The shared-entry key of `token`'s answer: a hash, so shared data never holds a token.
-fn answer_key(config: &Config, token: &str) -> Key {
-    let endpoint = config
-        .idp
-        .introspection_endpoint
-        .as_ref()
-        .map(|u| format!("{}{}", u.authority, u.path))
-        .unwrap_or_default();
-    key_of(&[
-        b"introspection",
-        config.idp.issuer.as_bytes(),
-        endpoint.as_bytes(),
-        token.as_bytes(),
-    ])
 }
 
 /// How long an active answer is trusted: until its `exp` (with `leeway`), or

@@ -51,12 +51,17 @@ impl LogBudget {
 
 /// Caller-controlled text as a log line may carry it: escaped, and cut short.
 pub fn bounded(text: &str) -> String {
+    bounded_to(text, MAX_LOGGED_CHARS)
+}
+
+/// [`bounded`] with another length, for text known to run longer (a host's fixed replies).
+pub fn bounded_to(text: &str, chars: usize) -> String {
     let mut out: String = text
         .chars()
-        .take(MAX_LOGGED_CHARS)
+        .take(chars)
         .flat_map(char::escape_debug)
         .collect();
-    if text.chars().nth(MAX_LOGGED_CHARS).is_some() {
+    if text.chars().nth(chars).is_some() {
         out.push('…');
     }
     out

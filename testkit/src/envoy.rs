@@ -13,14 +13,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::process::{free_ports, running, scratch_dir, tail, Startup};
 use crate::repo_root;
 
 /// How long Envoy may take to become ready.
@@ -202,12 +201,6 @@ pub struct Envoy {
     http: reqwest::Client,
 }
 
-enum Startup {
-    Ready,
-    Exited(ExitStatus),
-    TimedOut,
-}
-
 impl Envoy {
     /// Starts Envoy and waits until the admin `/ready` says `LIVE` and the listener accepts
     /// connections. Panics with the log's tail if Envoy exits or is not ready within 30 s.
@@ -264,13 +257,7 @@ impl Envoy {
     }
 
     fn spawn(opts: &EnvoyOpts) -> Envoy {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "oidcgate-envoy-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let dir = scratch_dir("envoy");
 
         let template = std::fs::read_to_string(&opts.template)
             .unwrap_or_else(|e| panic!("Envoy template {}: {e}", opts.template.display()));
@@ -383,9 +370,7 @@ impl Envoy {
 
     /// Whether Envoy is still running (not killed, not exited).
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        running(&mut self.child)
     }
 
     /// The Envoy process id, while it runs: for reading its memory from `/proc/<pid>/status`.
@@ -407,9 +392,7 @@ impl Envoy {
 
     /// The last `lines` lines of [`Envoy::log`].
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail(&self.log(), lines)
     }
 
     /// Counters and gauges from the admin `/stats?format=json` (histograms left out).
@@ -482,11 +465,4 @@ impl Drop for Envoy {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// `N` distinct free loopback ports. All are held until all are picked, so they differ.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [TcpListener; N] =
-        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    listeners.map(|l| l.local_addr().expect("bound").port())
 }

@@ -25,6 +25,7 @@ pub mod idp;
 pub mod keys;
 pub mod load;
 pub mod nginx;
+mod process;
 mod server;
 mod stack;
 pub mod tls;

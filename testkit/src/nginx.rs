@@ -12,15 +12,14 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::envoy::wasm_path;
+use crate::process::{free_ports, running, scratch_dir, tail, Startup};
 use crate::repo_root;
 
 /// How long nginx may take until every worker has configured the filter (wasmtime compiles
@@ -94,12 +93,6 @@ pub struct Nginx {
     dir: PathBuf,
 }
 
-enum Startup {
-    Ready,
-    Exited(ExitStatus),
-    TimedOut,
-}
-
 /// `text` as the inside of a single-quoted nginx string: nginx reads `\\` and `\'` back as
 /// `\` and `'`.
 pub fn nginx_quoted(text: &str) -> String {
@@ -156,12 +149,7 @@ impl Nginx {
     }
 
     fn spawn(opts: &NginxOpts) -> Nginx {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "oidcgate-nginx-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = scratch_dir("nginx");
         // nginx writes its first log lines to <prefix>/logs/error.log, before it has read the
         // configuration.
         std::fs::create_dir_all(dir.join("logs"))
@@ -245,9 +233,7 @@ impl Nginx {
     }
 
     pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+        running(&mut self.child)
     }
 
     /// The error log (the filter's lines, the host's `[wasm]` lines) and what nginx wrote to
@@ -267,9 +253,7 @@ impl Nginx {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail(&self.log(), lines)
     }
 
     /// Stops nginx: SIGTERM to the master (fast shutdown, which takes its workers along),
@@ -354,11 +338,4 @@ fn render(template: &str, vars: &[(&str, String)]) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// `N` distinct free loopback ports.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [TcpListener; N] =
-        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
-    listeners.map(|l| l.local_addr().expect("bound").port())
 }
