@@ -324,3 +324,34 @@ async fn an_opaque_token_without_introspection_is_malformed_and_the_idp_is_not_a
     assert_eq!(a.body["error_description"], "token is malformed");
     assert_eq!(s.idp.counts().introspection, 0);
 }
+
+#[tokio::test]
+async fn a_configured_endpoint_post_authentication_and_no_caching_are_honoured() {
+    let idp = idp().await;
+    // Discovery names `127.0.0.1:<port>`; the configured URL names the host otherwise, so
+    // the `Host` the IdP sees tells which one was used.
+    let endpoint = idp
+        .introspection_endpoint()
+        .replace("127.0.0.1", "localhost");
+    let s = Stack::start(
+        idp,
+        config(json!({
+            "introspection_endpoint": endpoint,
+            "introspection_endpoint_auth_method": "client_secret_post",
+            "cache_introspection": false,
+        })),
+        1,
+    )
+    .await;
+    let token = opaque(&s, "svc");
+    for _ in 0..3 {
+        assert_eq!(s.bearer(&token).await.status, 200);
+        // An answer fetched in the millisecond a request arrives may serve it: space them.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Without caching, every request asks.
+    assert_eq!(s.idp.counts().introspection, 3);
+    let (method, id, host) = s.idp.last_introspection_auth().unwrap();
+    assert_eq!((method, id.as_str()), ("client_secret_post", "gateway"));
+    assert_eq!(host, format!("localhost:{}", s.idp.port()));
+}

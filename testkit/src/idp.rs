@@ -139,6 +139,8 @@ struct Settings {
     opaque: HashMap<String, OpaqueToken>,
     revoked: std::collections::HashSet<String>,
     last_token_request: Option<TokenRequestSeen>,
+    /// How the last introspection request authenticated, as whom, and the `Host` it named.
+    last_introspection_auth: Option<(&'static str, String, String)>,
     jwks_uri_override: Option<String>,
     token_endpoint_override: Option<String>,
 }
@@ -214,6 +216,7 @@ impl MockIdp {
                 opaque: HashMap::new(),
                 revoked: Default::default(),
                 last_token_request: None,
+                last_introspection_auth: None,
                 jwks_uri_override: None,
                 token_endpoint_override: None,
             }),
@@ -406,6 +409,13 @@ impl MockIdp {
         let mut settings = self.shared.settings();
         settings.jwks_uri_override = jwks_uri.map(str::to_string);
         settings.token_endpoint_override = token_endpoint.map(str::to_string);
+    }
+
+    /// How the last introspection request authenticated (`client_secret_basic` or
+    /// `client_secret_post`), its client id and the `Host` it was sent to, recorded before
+    /// the secret is checked.
+    pub fn last_introspection_auth(&self) -> Option<(&'static str, String, String)> {
+        self.shared.settings().last_introspection_auth.clone()
     }
 
     pub fn last_token_request(&self) -> Option<TokenRequestSeen> {
@@ -686,7 +696,13 @@ impl Shared {
         let params: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
         let (method, id, secret) = client_auth(headers, &params)?;
         let basic = method == "client_secret_basic";
-        let settings = self.settings();
+        let mut settings = self.settings();
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        settings.last_introspection_auth = Some((method, id.clone(), host));
         if settings.clients.get(&id).is_none_or(|c| c.secret != secret) {
             return Err(OAuthError::client(basic));
         }
