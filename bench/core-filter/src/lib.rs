@@ -5,6 +5,8 @@
 //! per algorithm, the issuer. Every timed operation is first checked to succeed, so a broken
 //! build cannot report a fast failure as a fast success.
 
+mod monty32;
+
 use std::hint::black_box;
 use std::time::UNIX_EPOCH;
 
@@ -218,8 +220,9 @@ fn run(input: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// s^65537 mod n alone on the RS256 token's signature and key: `rsa.rs` (src/monty/) and,
-/// interleaved with it, crypto-bigint's `BoxedMontyForm` as `rsa.rs` used it before.
+/// s^65537 mod n alone on the RS256 token's signature and key: `rsa.rs` (src/monty.rs) and,
+/// interleaved with it, the arithmetic it used before: 32-bit limbs (`monty32.rs`, until
+/// 2026-12-02) and crypto-bigint's `BoxedMontyForm` (until 2026-12-01).
 fn rsa_arithmetic(input: &Value) -> Result<(), String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
@@ -257,7 +260,17 @@ fn rsa_arithmetic(input: &Value) -> Result<(), String> {
     if before(&sig).as_ref() != Some(&ours) {
         return Err("rsa.rs and crypto-bigint disagree".into());
     }
+    let before_32 = monty32::Modulus::new(&n).ok_or("monty32: key refused")?;
+    if before_32.pow_65537(&sig, n.len()).as_ref() != Some(&ours) {
+        return Err("rsa.rs and the 32-bit limbs disagree".into());
+    }
     let mut ops: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+        (
+            "rsa2048 s^65537, 32-bit limbs (until 2026-12-02)",
+            Box::new(|| {
+                black_box(before_32.pow_65537(black_box(&sig), n.len()));
+            }),
+        ),
         (
             "rsa2048 s^65537, rsa.rs",
             Box::new(|| {

@@ -6,8 +6,11 @@
 //!   oidcgate's job must make on a cached request, and nothing else: read `Authorization`,
 //!   then set each listed header (the credential header to the value read, the others to a
 //!   short constant). What is left between this and oidcgate is oidcgate's own work.
+//! - configured with `@price`, the cost of single host calls (`price.rs`).
 
 use std::rc::Rc;
+
+mod price;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -60,11 +63,37 @@ impl HttpContext for Http {
         if self.writes.is_empty() {
             return Action::Continue;
         }
+        if self.writes.first().is_some_and(|w| w == "@price") {
+            price::request();
+            return Action::Continue;
+        }
         let credential = hostcalls::get_map_value(MapType::HttpRequestHeaders, "authorization")
             .ok()
             .flatten()
             .unwrap_or_default();
         for name in self.writes.iter() {
+            // Extra host calls, to measure a floor with them: `@clock`, `@headers` (every
+            // header at once), `-name` (remove a header), `=name` (set a filter-state
+            // property).
+            match name.as_str() {
+                "@clock" => {
+                    let _ = hostcalls::get_current_time();
+                    continue;
+                }
+                "@headers" => {
+                    let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(header) = name.strip_prefix('-') {
+                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, header, None);
+                continue;
+            }
+            if let Some(property) = name.strip_prefix('=') {
+                let _ = hostcalls::set_property(vec![property], Some(b"client-1"));
+                continue;
+            }
             let value = match name.as_str() {
                 "authorization" => credential.as_str(),
                 _ => "http://127.0.0.1/oauth2/default",

@@ -52,7 +52,59 @@ pub fn envoy_opts(
 /// it timed. Envoy's log is kept as `<run_dir>/envoy-core.log`.
 pub async fn core_costs(opts: EnvoyOpts, run_dir: &Path) -> Result<Vec<CoreCost>, Error> {
     // No listener to wait for: the service logs what it did.
-    let mut envoy = Envoy::launch(opts);
+    collect(Envoy::launch(opts), run_dir, "core").await
+}
+
+/// Requests [`host_call_prices`] sends: more than `bench/empty-filter` waits for (400).
+const PRICE_REQUESTS: usize = 420;
+
+/// Envoy with `bench/envoy/floor-wasm.yaml`, `bench/empty-filter` configured `@price`.
+pub fn prices_opts(settings: &Settings, cpu: Option<usize>, empty_wasm: &Path) -> EnvoyOpts {
+    EnvoyOpts {
+        template: testkit::repo_root().join("bench/envoy/floor-wasm.yaml"),
+        ports: Some(Ports {
+            admin: settings.admin_port(),
+            listen: settings.listen_port(),
+        }),
+        log_level: Some("warn".into()),
+        cpu,
+        extra_vars: vec![
+            (
+                "EMPTY_WASM".into(),
+                empty_wasm.to_string_lossy().into_owned(),
+            ),
+            ("FLOOR_CONFIG".into(), "@price".into()),
+        ],
+        ..EnvoyOpts::default()
+    }
+}
+
+/// What single host calls cost in Envoy's V8: Envoy with [`prices_opts`], sent requests
+/// carrying `authorization` until the filter logs its prices (`bench/empty-filter/src/price.rs`).
+pub async fn host_call_prices(
+    opts: EnvoyOpts,
+    run_dir: &Path,
+    authorization: &str,
+) -> Result<Vec<CoreCost>, Error> {
+    let envoy = Envoy::start(opts).await;
+    let http = reqwest::Client::new();
+    for _ in 0..PRICE_REQUESTS {
+        let sent = http
+            .get(envoy.url("/"))
+            .header("authorization", authorization)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status() != 200) {
+            return Err("the host-call prices' requests did not get 200".into());
+        }
+    }
+    collect(envoy, run_dir, "prices").await
+}
+
+/// Waits until the Envoy's wasm logs `core-bench done`, then what it timed. Envoy's log is
+/// kept as `<run_dir>/envoy-<name>.log`.
+async fn collect(mut envoy: Envoy, run_dir: &Path, name: &str) -> Result<Vec<CoreCost>, Error> {
     let deadline = Instant::now() + CORE_TIMEOUT;
     let log = loop {
         let log = envoy.log();
@@ -60,18 +112,15 @@ pub async fn core_costs(opts: EnvoyOpts, run_dir: &Path) -> Result<Vec<CoreCost>
             break log;
         }
         if !envoy.running() {
-            let kept = keep_envoy_files(&envoy, run_dir, "core");
+            let kept = keep_envoy_files(&envoy, run_dir, name);
             eprintln!("{}", envoy.log_tail(30));
-            let why = format!(
-                "Envoy with bench/core-filter exited (log: {})",
-                kept.display()
-            );
+            let why = format!("Envoy timing {name} exited (log: {})", kept.display());
             return Err(why.into());
         }
         if Instant::now() > deadline {
-            let kept = keep_envoy_files(&envoy, run_dir, "core");
+            let kept = keep_envoy_files(&envoy, run_dir, name);
             return Err(format!(
-                "bench/core-filter did not finish in {} s (log: {})",
+                "{name}: not done in {} s (log: {})",
                 CORE_TIMEOUT.as_secs(),
                 kept.display()
             )
@@ -79,7 +128,7 @@ pub async fn core_costs(opts: EnvoyOpts, run_dir: &Path) -> Result<Vec<CoreCost>
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let kept = keep_envoy_files(&envoy, run_dir, "core");
+    let kept = keep_envoy_files(&envoy, run_dir, name);
     envoy.kill();
     let failures: Vec<&str> = log
         .lines()
@@ -88,7 +137,7 @@ pub async fn core_costs(opts: EnvoyOpts, run_dir: &Path) -> Result<Vec<CoreCost>
     if !failures.is_empty() {
         eprintln!("{}", failures.join("\n"));
         return Err(format!(
-            "bench/core-filter could not run its operations (log: {})",
+            "{name}: could not run its operations (log: {})",
             kept.display()
         )
         .into());

@@ -33,7 +33,7 @@ use testkit::Stack;
 
 use measure::{Bench, Pool};
 use report::Report;
-use settings::{Settings, Setup};
+use settings::{Credential, Settings, Setup};
 use wrk::Wrk;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -70,7 +70,13 @@ async fn run() -> Result<bool, Error> {
         let issuer = format!("http://127.0.0.1:{}/oauth2/default", settings.idp_port());
         std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
         let opts = core::envoy_opts(&settings, cpu, &core_wasm, &issuer);
-        let costs = core::core_costs(opts, &run_dir).await?;
+        let mut costs = core::core_costs(opts, &run_dir).await?;
+        let opts = core::prices_opts(&settings, cpu, &empty_wasm);
+        let token = testkit::tokens::core_bench_input(&issuer)["tokens"][0]["token"]
+            .as_str()
+            .map(|t| format!("Bearer {t}"))
+            .unwrap_or_default();
+        costs.extend(core::host_call_prices(opts, &run_dir, &token).await?);
         print!("{}", report::core_table(&costs));
         println!("load average {}", load::load_average());
         return Ok(true);
@@ -189,7 +195,12 @@ async fn run() -> Result<bool, Error> {
     let core = if settings.core {
         step("core costs: oidcgate's core operations timed inside Envoy's V8 (bench/core-filter)");
         let opts = core::envoy_opts(&settings, envoy_cpu, &core_wasm, &issuer);
-        let costs = core::core_costs(opts, &run_dir).await?;
+        let mut costs = core::core_costs(opts, &run_dir).await?;
+        // The host calls oidcgate makes, priced one by one, with the bearer runs' header.
+        let opts = core::prices_opts(&settings, envoy_cpu, &empty_wasm);
+        let header = bench.header(Credential::Bearer).unwrap_or_default();
+        let token = header.split_once(": ").map_or("", |(_, v)| v);
+        costs.extend(core::host_call_prices(opts, &run_dir, token).await?);
         print!("{}", report::core_table(&costs));
         Some(costs)
     } else {

@@ -89,8 +89,13 @@ pub fn template_vars(issuer: &str, jwks: &str, empty_wasm: &Path) -> Vec<(String
             "EMPTY_WASM".into(),
             empty_wasm.to_string_lossy().into_owned(),
         ),
+        ("FLOOR_CONFIG".into(), FLOOR_WRITES.into()),
     ]
 }
+
+/// The host-call floor's configuration: the headers oidcgate writes in
+/// `bench/envoy/oidcgate.yaml`, each set after `Authorization` is read.
+pub const FLOOR_WRITES: &str = "issuer_header,x-subject,authorization";
 
 /// Everything a measurement needs besides the stack.
 pub struct Bench<'a> {

@@ -176,7 +176,7 @@ pub fn ratios_table(medians: &[Medians]) -> String {
             "oidcgate cold / jwt_authn cold",
             "oidcgate-cold",
             "jwt-cold",
-            Some(0.25),
+            Some(0.5),
         ),
     ];
     for (what, a, b, target) in rows {
@@ -366,6 +366,12 @@ claims are parsed and checked too), parsing the IdP's key set (done once per key
 change), and the work a cached request does besides host calls. Tokens and keys come from
 the test kit (`core-bench-input`: RSA 2048, P-256, Ed25519).
 
+The `host call:` rows price the host calls a cached request makes, one at a time:
+`bench/empty-filter` configured `@price` (`bench/envoy/floor-wasm.yaml`) times each call 64
+times in a row inside a request's headers callback, over 400 requests with the bearer runs'
+`Authorization` header, and keeps the lowest mean. Calls in a row find Envoy's caches warm, so
+these are lower bounds, for comparing calls with each other.
+
 ";
 
 const WORKERS_EXPLAINED: &str = "## What a worker costs\n\n\
@@ -459,7 +465,7 @@ mod tests {
             "{ratios}"
         );
         assert!(
-            ratios.contains("| oidcgate cold / jwt_authn cold | n/a | ≥ 0.25 | not run |"),
+            ratios.contains("| oidcgate cold / jwt_authn cold | n/a | ≥ 0.50 | not run |"),
             "{ratios}"
         );
         assert!(
@@ -482,13 +488,13 @@ mod tests {
         let m = medians(
             &all(),
             &[
-                row(1, "oidcgate-cold", 2_500.0, 200.0),
+                row(1, "oidcgate-cold", 5_000.0, 100.0),
                 row(1, "jwt-cold", 10_002.0, 60.0),
             ],
         );
-        // 2500 / 10002 = 0.24995, printed 0.25: met.
+        // 5000 / 10002 = 0.49990, printed 0.50: met.
         let ratios = ratios_table(&m);
-        assert!(ratios.contains("| 0.25 | ≥ 0.25 | met |"), "{ratios}");
+        assert!(ratios.contains("| 0.50 | ≥ 0.50 | met |"), "{ratios}");
     }
 
     #[test]
