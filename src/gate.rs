@@ -74,6 +74,10 @@ pub struct Gate {
     strip: Rc<[String]>,
     keys: Option<KeySet>,
     keys_version: u64,
+    /// The shared key-set record's CAS when `keys` was last found up to date with it: while
+    /// it stays the same, a verification does not parse the record again (~4 µs in V8 for
+    /// a 3 KB set, on every cold request). `None` (or a host's CAS of 0) means look again.
+    keys_cas: Option<u32>,
     /// Outcome per token and policy, for tokens whose signature verified.
     decisions: BoundedCache<(TokenKey, PolicyId), Verdict>,
     /// With several policies: the claims of tokens whose signature verified, so that a
@@ -120,6 +124,7 @@ impl Gate {
             strip: strip.into(),
             keys: None,
             keys_version: 0,
+            keys_cas: None,
             decisions: BoundedCache::new(DECISION_ENTRIES, DECISION_BYTES),
             verified: BoundedCache::new(verified_entries, DECISION_BYTES),
             decision_hits: 0,
@@ -447,10 +452,11 @@ impl Gate {
 
     /// Brings this VM's key set up to the shared one; without any, says how to get one.
     fn sync_keys(&mut self, store: &mut dyn SharedStore, now_ms: u64) -> Result<(), Step> {
-        let record: Fetched<String> = self
-            .fetcher
-            .layout()
-            .read(store, &self.fetcher.layout().jwks());
+        let layout = self.fetcher.layout();
+        let (record, cas): (Fetched<String>, u32) = layout.read_with_cas(store, &layout.jwks());
+        if self.keys.is_some() && cas != 0 && self.keys_cas == Some(cas) {
+            return Ok(());
+        }
         if let Some(doc) = &record.value {
             if record.version != self.keys_version || self.keys.is_none() {
                 if let Ok(set) = KeySet::parse(doc.as_bytes()) {
@@ -459,6 +465,10 @@ impl Gate {
                 }
             }
         }
+        // Up to date with this record only if it holds the keys this VM has.
+        self.keys_cas =
+            (self.keys.is_some() && record.version == self.keys_version && record.value.is_some())
+                .then_some(cas);
         if self.keys.is_some() {
             return Ok(());
         }
@@ -536,6 +546,7 @@ impl Gate {
                         });
                 self.keys = Some(set);
                 self.keys_version = version.unwrap_or(self.keys_version);
+                self.keys_cas = None;
                 Applied::Stored
             }
             Err(why) => {

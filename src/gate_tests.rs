@@ -236,6 +236,25 @@ fn unknown_kid_refetches_at_most_once_per_rediscovery_lifetime() {
 }
 
 #[test]
+fn a_worker_whose_keys_were_current_takes_up_keys_another_worker_stored() {
+    let mut w = World::new(BASE);
+    let b = w.add_worker();
+    w.run(&bearer(&token("rsa-1", json!({}))), T0);
+    // b is up to date with the shared record, and verifies without parsing it again.
+    for jti in ["1", "2"] {
+        let step = w.run_on(b, &bearer(&token("rsa-1", json!({ "jti": jti }))), T0 + 1);
+        assert!(matches!(step, Verdict::Allow(_)), "{step:?}");
+    }
+    // The IdP rotates and worker 0 stores the new set; b's next verification finds it.
+    w.idp.keys = vec!["rsa-2", "rsa-1"];
+    let step = w.run(&bearer(&token("rsa-2", json!({}))), T0 + 61_000);
+    assert!(matches!(step, Verdict::Allow(_)), "{step:?}");
+    let step = w.run_on(b, &bearer(&token("rsa-2", json!({"jti":"b"}))), T0 + 61_001);
+    assert!(matches!(step, Verdict::Allow(_)), "{step:?}");
+    assert_eq!(w.idp.count("jwks"), 2, "b fetched nothing itself");
+}
+
+#[test]
 fn an_unknown_kid_refusal_says_which_kid_beside_the_key_set() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);

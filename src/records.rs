@@ -305,11 +305,20 @@ impl Layout {
 
     /// Reads a record of this identity's; another identity's reads as empty.
     pub fn read<T: Owned + DeserializeOwned>(&self, store: &dyn SharedStore, key: &str) -> T {
-        let record: T = store::read(store, key);
+        self.read_with_cas(store, key).0
+    }
+
+    /// [`Layout::read`], and the CAS the record was read at (0 when there is none).
+    pub fn read_with_cas<T: Owned + DeserializeOwned>(
+        &self,
+        store: &dyn SharedStore,
+        key: &str,
+    ) -> (T, u32) {
+        let (record, cas): (T, u32) = store::read_with_cas(store, key);
         if record.owner() == self.identity {
-            record
+            (record, cas)
         } else {
-            T::default()
+            (T::default(), cas)
         }
     }
 

@@ -23,10 +23,18 @@ const CAS_RETRIES: usize = 16;
 
 /// Reads a record; a missing or unreadable one reads as the default (nothing fetched yet).
 pub fn read<T: DeserializeOwned + Default>(store: &dyn SharedStore, key: &str) -> T {
-    store
-        .get(key)
-        .and_then(|(bytes, _)| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+    read_with_cas(store, key).0
+}
+
+/// [`read`], and the record's CAS token (0 when the key does not exist).
+pub fn read_with_cas<T: DeserializeOwned + Default>(
+    store: &dyn SharedStore,
+    key: &str,
+) -> (T, u32) {
+    match store.get(key) {
+        Some((bytes, cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), cas),
+        None => (T::default(), 0),
+    }
 }
 
 /// Read-modify-write with CAS. `f` may run several times; the result of the run whose write
