@@ -121,6 +121,7 @@ fn run(input: &[u8]) -> Result<(), String> {
         });
     }
     rsa_arithmetic(&input)?;
+    verify_parts(&input)?;
     time(&format!("parse key set ({} keys)", keys.len()), || {
         black_box(KeySet::parse(black_box(jwks.as_bytes())).is_ok());
     });
@@ -285,5 +286,51 @@ fn rsa_arithmetic(input: &Value) -> Result<(), String> {
         ),
     ];
     time_interleaved(&mut ops);
+    Ok(())
+}
+
+/// The RS256 verification's parts besides s^65537, one at a time: where the rest of a cold
+/// request's verification goes.
+fn verify_parts(input: &Value) -> Result<(), String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jwt_simple::prelude::Token;
+
+    let token = input["tokens"][0]["token"]
+        .as_str()
+        .ok_or("input: no first token")?;
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("input: the first token is not a JWS".into());
+    };
+    let signed = &token[..header.len() + 1 + payload.len()];
+    time("RS256 part: jwt-simple decode_metadata (header)", || {
+        black_box(Token::decode_metadata(black_box(token)).is_ok());
+    });
+    time(
+        &format!(
+            "RS256 part: SHA-256 of the signing input ({} bytes)",
+            signed.len()
+        ),
+        || {
+            black_box(hmac_sha256::Hash::hash(black_box(signed.as_bytes())));
+        },
+    );
+    time("RS256 part: base64 of the signature", || {
+        black_box(URL_SAFE_NO_PAD.decode(black_box(signature)).is_ok());
+    });
+    time(
+        &format!(
+            "RS256 part: base64 and JSON of the claims ({} bytes)",
+            payload.len()
+        ),
+        || {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(black_box(payload))
+                .unwrap_or_default();
+            black_box(serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).is_ok());
+        },
+    );
     Ok(())
 }
