@@ -5,7 +5,8 @@
 //! Envoy's V8, where 64-bit limbs make each field multiplication an emulated 128-bit one.
 //! Here both points are fixed: G forever, Q for the life of the key set. So each gets a
 //! table of its multiples j·16^i·P (j = 1..8, i = 0..64, affine), made once, and a
-//! verification is ~2×64 mixed additions and no doublings (docs/performance.md, ES256).
+//! verification is ~2×64 mixed additions and no doublings: ~0.13 ms in V8 against ~0.37 ms,
+//! for 37,440 bytes a key (docs/performance.md, ES256).
 //!
 //! Only `p256`'s public group and scalar API is used (complete addition formulas, so no
 //! exceptional cases to handle here); no field arithmetic of our own. Everything verified is
@@ -20,7 +21,7 @@ use p256::elliptic_curve::{BatchNormalize, Group};
 use p256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
 
 /// A P-256 public key, with its table of multiples made on first use: a key set holds
-/// keys that are never used, and a table costs ~0.6 ms to make.
+/// keys that are never used, and a table costs about five verifications to make.
 pub struct PublicKey {
     point: AffinePoint,
     table: OnceLock<Table>,
