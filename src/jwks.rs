@@ -10,7 +10,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde::Deserialize;
 
-use crate::rsa;
+use crate::{ecdsa, rsa};
 
 /// The asymmetric algorithms accepted. `none` and HMAC have no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +59,13 @@ enum AlgKey {
     /// RS* and PS*: this crate's verifier (`rsa.rs`), the key shared by the algorithms of one
     /// JWK so its Montgomery constants are computed once.
     Rsa(Arc<rsa::PublicKey>, rsa::Padding, rsa::Hash),
+    /// ES256: this crate's verifier (`ecdsa.rs`), its table of multiples kept with the key.
+    Ecdsa(Box<ecdsa::PublicKey>),
     Library(Box<LibraryKey>),
 }
 
-/// A key jwt-simple verifies with (the EC and Edwards algorithms).
+/// A key jwt-simple verifies with (ES384 and EdDSA).
 pub enum LibraryKey {
-    ES256(ES256PublicKey),
     ES384(ES384PublicKey),
     EdDSA(Ed25519PublicKey),
 }
@@ -78,7 +79,6 @@ impl LibraryKey {
     pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<Claims, VerifyError> {
         let o = Some(options);
         match self {
-            LibraryKey::ES256(k) => k.verify_token(token, o),
             LibraryKey::ES384(k) => k.verify_token(token, o),
             LibraryKey::EdDSA(k) => k.verify_token(token, o),
         }
@@ -88,6 +88,7 @@ impl LibraryKey {
 /// How to check a signature with one key.
 pub enum Verifier<'a> {
     Rsa(&'a rsa::PublicKey, rsa::Padding, rsa::Hash),
+    Ecdsa(&'a ecdsa::PublicKey),
     Library(&'a LibraryKey),
 }
 
@@ -102,6 +103,7 @@ impl Entry {
     pub fn verifier(&self) -> Verifier<'_> {
         match &self.key {
             AlgKey::Rsa(key, padding, hash) => Verifier::Rsa(key, *padding, *hash),
+            AlgKey::Ecdsa(key) => Verifier::Ecdsa(key),
             AlgKey::Library(key) => Verifier::Library(key),
         }
     }
@@ -214,17 +216,17 @@ impl KeySet {
                 let (Some(x), Some(y)) = (b64(&raw.x), b64(&raw.y)) else {
                     return;
                 };
-                let mut point = Vec::with_capacity(1 + x.len() + y.len());
-                point.push(0x04);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
                 match (crv, declared) {
-                    ("P-256", None | Some(Alg::ES256)) if x.len() == 32 && y.len() == 32 => {
-                        if let Ok(k) = ES256PublicKey::from_bytes(&point) {
-                            push(Alg::ES256, AlgKey::Library(Box::new(LibraryKey::ES256(k))));
+                    ("P-256", None | Some(Alg::ES256)) => {
+                        if let Some(k) = ecdsa::PublicKey::new(&x, &y) {
+                            push(Alg::ES256, AlgKey::Ecdsa(Box::new(k)));
                         }
                     }
                     ("P-384", None | Some(Alg::ES384)) if x.len() == 48 && y.len() == 48 => {
+                        let mut point = Vec::with_capacity(1 + x.len() + y.len());
+                        point.push(0x04);
+                        point.extend_from_slice(&x);
+                        point.extend_from_slice(&y);
                         if let Ok(k) = ES384PublicKey::from_bytes(&point) {
                             push(Alg::ES384, AlgKey::Library(Box::new(LibraryKey::ES384(k))));
                         }

@@ -10,6 +10,7 @@ pub mod claims;
 pub mod client_tokens;
 pub mod config;
 pub mod credentials;
+pub mod ecdsa;
 pub mod fetch;
 pub mod gate;
 pub mod idp;

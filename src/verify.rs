@@ -10,7 +10,6 @@ use serde_json::{Map, Value};
 
 use crate::jwks::{Alg, KeySet, Lookup, Verifier};
 use crate::outcome::TokenProblem;
-use crate::rsa;
 
 /// Tokens larger than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -45,7 +44,12 @@ pub fn verify(
     for key in candidates {
         let checked = match key.verifier() {
             Verifier::Rsa(key, padding, hash) => {
-                verify_rsa(token, &meta, (key, padding, hash), now_s, leeway_s)
+                verify_signed(token, &meta, now_s, leeway_s, |m, s| {
+                    key.verify(padding, hash, m, s)
+                })
+            }
+            Verifier::Ecdsa(key) => {
+                verify_signed(token, &meta, now_s, leeway_s, |m, s| key.verify(m, s))
             }
             Verifier::Library(key) => {
                 let options = VerificationOptions {
@@ -95,15 +99,16 @@ pub fn explain_unknown_kid(token: &str, keys: &KeySet) -> String {
     format!("kid {kid}, the key set has {}", known.join(", "))
 }
 
-/// RS* and PS* with `rsa.rs`: the checks jwt-simple's `verify_token` makes for the other
-/// algorithms, in its order (form, header, signature, standard claim types, times), so the
-/// two paths accept and refuse the same tokens.
-fn verify_rsa(
+/// RS*, PS* (`rsa.rs`) and ES256 (`ecdsa.rs`): the checks jwt-simple's `verify_token` makes
+/// for the other algorithms, in its order (form, header, signature, standard claim types,
+/// times), so the two paths accept and refuse the same tokens. `signature_ok` gets the
+/// signing input and the decoded signature.
+fn verify_signed(
     token: &str,
     meta: &TokenMetadata,
-    (key, padding, hash): (&rsa::PublicKey, rsa::Padding, rsa::Hash),
     now_s: u64,
     leeway_s: u64,
+    signature_ok: impl FnOnce(&[u8], &[u8]) -> bool,
 ) -> Result<(), TokenProblem> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
@@ -127,7 +132,7 @@ fn verify_rsa(
     let signed = token
         .get(..header.len() + 1 + payload.len())
         .ok_or(TokenProblem::Malformed)?;
-    if !key.verify(padding, hash, signed.as_bytes(), &signature) {
+    if !signature_ok(signed.as_bytes(), &signature) {
         return Err(TokenProblem::BadSignature);
     }
     let claims: JWTClaims<NoCustomClaims> =
@@ -286,6 +291,7 @@ fn classify(e: &jwt_simple::Error) -> TokenProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ecdsa, rsa};
     use testkit::keys::{jws, Sig};
 
     const NOW_S: u64 = 1_800_000_000;
@@ -317,40 +323,53 @@ mod tests {
         }
     }
 
-    /// The RSA path (`verify_rsa`) and jwt-simple's own must agree on every token, for
-    /// PKCS#1 v1.5 and PSS: the same accepted, the same refused, for the same reason.
+    /// Our path (`verify_signed`) and jwt-simple's own must agree on every token, for
+    /// PKCS#1 v1.5, PSS and ES256: the same accepted, the same refused, for the same reason.
     #[test]
-    fn the_rsa_path_and_jwt_simple_agree() {
-        let c = testkit::keys::jwks(&["rsa-1"]);
-        let jwk = &c["keys"][0];
-        let field = |f: &str| {
+    fn our_path_and_jwt_simple_agree() {
+        let b64 = |jwk: &Value, f: &str| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(jwk[f].as_str().unwrap())
                 .unwrap()
         };
-        let (n, e) = (field("n"), field("e"));
-        let ours = rsa::PublicKey::new(&n, &e).unwrap();
+        let rsa_jwk = &testkit::keys::jwks(&["rsa-1"])["keys"][0];
+        let (n, e) = (b64(rsa_jwk, "n"), b64(rsa_jwk, "e"));
+        let rsa_key = rsa::PublicKey::new(&n, &e).unwrap();
         let rs256 = RS256PublicKey::from_components(&n, &e).unwrap();
         let ps256 = PS256PublicKey::from_components(&n, &e).unwrap();
+        let ec_jwk = &testkit::keys::jwks(&["ec-1"])["keys"][0];
+        let (x, y) = (b64(ec_jwk, "x"), b64(ec_jwk, "y"));
+        let ec_key = ecdsa::PublicKey::new(&x, &y).unwrap();
+        let es256 = ES256PublicKey::from_bytes(&[&[4][..], &x, &y].concat()).unwrap();
+        type Check<'a> = Box<dyn Fn(&[u8], &[u8]) -> bool + 'a>;
         type Library<'a> =
             Box<dyn Fn(&str, VerificationOptions) -> Result<(), jwt_simple::Error> + 'a>;
-        let cases: [(&str, rsa::Padding, Library); 2] = [
+        let sha256 = rsa::Hash::Sha256;
+        let cases: [(&str, &str, Check, Library); 3] = [
             (
                 "RS256",
-                rsa::Padding::Pkcs1,
+                "rsa-1",
+                Box::new(|m, s| rsa_key.verify(rsa::Padding::Pkcs1, sha256, m, s)),
                 Box::new(|t, o| rs256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
             ),
             (
                 "PS256",
-                rsa::Padding::Pss,
+                "rsa-1",
+                Box::new(|m, s| rsa_key.verify(rsa::Padding::Pss, sha256, m, s)),
                 Box::new(|t, o| ps256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
             ),
+            (
+                "ES256",
+                "ec-1",
+                Box::new(|m, s| ec_key.verify(m, s)),
+                Box::new(|t, o| es256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
+            ),
         ];
-        for (alg, padding, library) in cases {
-            let sig = || Sig::Key { kid: "rsa-1", alg };
-            let good_header = format!(r#"{{"alg":"{alg}","kid":"rsa-1"}}"#);
-            let crit = format!(r#"{{"alg":"{alg}","kid":"rsa-1","crit":["exp"]}}"#);
-            let no_crit = format!(r#"{{"alg":"{alg}","kid":"rsa-1","crit":[]}}"#);
+        for (alg, kid, ours, library) in cases {
+            let sig = || Sig::Key { kid, alg };
+            let good_header = format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#);
+            let crit = format!(r#"{{"alg":"{alg}","kid":"{kid}","crit":["exp"]}}"#);
+            let no_crit = format!(r#"{{"alg":"{alg}","kid":"{kid}","crit":[]}}"#);
             let at_jwt = format!(r#"{{"alg":"{alg}","typ":"at+jwt"}}"#);
             let jose = format!(r#"{{"alg":"{alg}","typ":"JOSE"}}"#);
             let good = good_header.as_str();
@@ -384,7 +403,32 @@ mod tests {
             tokens.push(format!("{signed}X.{signature}"));
             tokens.push(format!("{signed}.{signature}A"));
             tokens.push(signed.to_string());
-            let hash = rsa::Hash::Sha256;
+            // Signatures of other shapes: r‖s with s negated (high s), zero, n; one byte
+            // short or long; all ones.
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature)
+                .unwrap();
+            let mut shapes = vec![
+                raw[..raw.len() - 1].to_vec(),
+                [&raw[..], &[0]].concat(),
+                vec![0xff; raw.len()],
+                vec![0; raw.len()],
+            ];
+            if alg == "ES256" {
+                use p256::elliptic_curve::ff::PrimeField;
+                let s = p256::Scalar::from_repr(p256::FieldBytes::try_from(&raw[32..]).unwrap())
+                    .unwrap();
+                let n = hex32("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+                shapes.push([&raw[..32], &(-s).to_repr()[..]].concat());
+                shapes.push([&raw[..32], &n[..]].concat());
+                shapes.push([&n[..], &raw[32..]].concat());
+                shapes.push([&[0; 32][..], &raw[32..]].concat());
+            }
+            for shape in shapes {
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(shape);
+                tokens.push(format!("{signed}.{b64}"));
+            }
+            let mut accepted = 0;
             for token in &tokens {
                 let Ok(meta) = Token::decode_metadata(token) else {
                     continue;
@@ -396,16 +440,27 @@ mod tests {
                     ..VerificationOptions::default()
                 };
                 let theirs = library(token, options).map_err(|e| classify(&e));
-                let ours = verify_rsa(token, &meta, (&ours, padding, hash), NOW_S, 5);
+                let ours = verify_signed(token, &meta, NOW_S, 5, &ours);
                 assert_eq!(ours, theirs, "{alg} {token}");
+                accepted += usize::from(ours.is_ok());
             }
+            // Not a comparison of refusals alone (for ES256 the high-s token too).
+            assert!(accepted >= 4, "{alg}: {accepted} accepted");
             let meta = Token::decode_metadata(&first).unwrap();
             assert_eq!(
-                verify_rsa(&first, &meta, (&ours, padding, hash), NOW_S, 5),
+                verify_signed(&first, &meta, NOW_S, 5, &ours),
                 Ok(()),
                 "{alg}"
             );
         }
+    }
+
+    fn hex32(hex: &str) -> [u8; 32] {
+        let mut out = [0; 32];
+        for (o, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *o = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+        }
+        out
     }
 
     #[test]

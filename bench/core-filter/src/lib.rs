@@ -122,6 +122,7 @@ fn run(input: &[u8]) -> Result<(), String> {
     }
     rsa_arithmetic(&input)?;
     verify_parts(&input)?;
+    es256(&input, &keys, now_s)?;
     time(&format!("parse key set ({} keys)", keys.len()), || {
         black_box(KeySet::parse(black_box(jwks.as_bytes())).is_ok());
     });
@@ -330,6 +331,99 @@ fn verify_parts(input: &Value) -> Result<(), String> {
                 .decode(black_box(payload))
                 .unwrap_or_default();
             black_box(serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).is_ok());
+        },
+    );
+    Ok(())
+}
+
+/// The ES256 token, interleaved: the whole verification (jwt-simple's `verify_token` as the
+/// filter called it before `ecdsa.rs`, and `verify::verify` now), then the signature alone
+/// (`p256`'s `VerifyingKey::verify`, `ecdsa.rs`). Then a new key's first verification, which
+/// makes its table of multiples.
+fn es256(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jwt_simple::prelude::*;
+    use p256::ecdsa::signature::Verifier as _;
+
+    let token = input["tokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["alg"] == "ES256"))
+        .and_then(|t| t["token"].as_str())
+        .ok_or("input: no ES256 token")?;
+    let jwk = input["jwks"]["keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["alg"] == "ES256"))
+        .ok_or("input: no ES256 key")?;
+    let decode = |v: &Value| {
+        URL_SAFE_NO_PAD
+            .decode(v.as_str().unwrap_or_default())
+            .map_err(|e| e.to_string())
+    };
+    let (x, y) = (decode(&jwk["x"])?, decode(&jwk["y"])?);
+    let point = [&[4u8][..], &x, &y].concat();
+    let library = ES256PublicKey::from_bytes(&point).map_err(|e| e.to_string())?;
+    let reference =
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
+    let ours = oidcgate::ecdsa::PublicKey::new(&x, &y).ok_or("ecdsa.rs: key refused")?;
+    let (signed, sig) = token.rsplit_once('.').ok_or("ES256: no signature")?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|e| e.to_string())?;
+    let signature = p256::ecdsa::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
+    let options = || VerificationOptions {
+        artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_S)),
+        ..VerificationOptions::default()
+    };
+    library
+        .verify_token::<NoCustomClaims>(token, Some(options()))
+        .map_err(|e| format!("jwt-simple ES256: {e}"))?;
+    verify::verify(token, keys, now_s, LEEWAY_S).map_err(|e| format!("ES256: {e:?}"))?;
+    reference
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|e| format!("p256: {e}"))?;
+    if !ours.verify(signed.as_bytes(), &sig) {
+        return Err("ecdsa.rs: signature refused".into());
+    }
+    let mut ops: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+        (
+            "ES256 token, jwt-simple verify_token (before)",
+            Box::new(|| {
+                black_box(
+                    library
+                        .verify_token::<NoCustomClaims>(black_box(token), Some(options()))
+                        .is_ok(),
+                );
+            }),
+        ),
+        (
+            "ES256 token, verify::verify",
+            Box::new(|| {
+                black_box(verify::verify(black_box(token), keys, now_s, LEEWAY_S).is_ok());
+            }),
+        ),
+        (
+            "ES256 signature, p256 VerifyingKey::verify (before)",
+            Box::new(|| {
+                black_box(
+                    reference
+                        .verify(black_box(signed.as_bytes()), &signature)
+                        .is_ok(),
+                );
+            }),
+        ),
+        (
+            "ES256 signature, ecdsa.rs",
+            Box::new(|| {
+                black_box(ours.verify(black_box(signed.as_bytes()), &sig));
+            }),
+        ),
+    ];
+    time_interleaved(&mut ops);
+    time(
+        "ES256 new key and its first verification (makes its table)",
+        || {
+            let key = oidcgate::ecdsa::PublicKey::new(black_box(&x), &y);
+            black_box(key.is_some_and(|k| k.verify(signed.as_bytes(), &sig)));
         },
     );
     Ok(())
