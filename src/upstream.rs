@@ -2,8 +2,8 @@
 //! copy of a header the filter strips or writes, plus the headers the filter writes.
 //!
 //! Each edit is a host call, and so is each header read; in Envoy's V8 reading all headers
-//! at once costs more than a tenth of a whole proxied request (`docs/bench.md`). So the
-//! filter does not look before it writes: a written header is set, which in Envoy replaces
+//! at once (0.88 µs) costs more than the removals it would spare (0.11 µs each: the
+//! `host call:` rows in `docs/bench.md`). So the filter does not look before it writes: a written header is set, which in Envoy replaces
 //! every copy the caller sent (`setCopy`), and a header only to strip is removed.
 
 /// Header names an upstream reads as `name`: any case (Envoy compares names without case)

@@ -102,7 +102,7 @@ pub fn dispatch_poll(upstream: &str, timeout_ms: u64) -> Result<u32, Status> {
 
 /// Leaves the outcome where Envoy's access log can print it (`%FILTER_STATE(…:PLAIN)%`):
 /// an allowed request's client in `wasm.oidcgate.client_id`, a refusal's reason in
-/// `wasm.oidcgate.reason`. One host call a request: each costs about a microsecond in
+/// `wasm.oidcgate.reason`. One host call a request: each costs about 0.2 µs in
 /// Envoy's V8, on every request. A host without filter state refuses the call; nothing else
 /// depends on it.
 pub fn record_allowed(client: Option<&str>) {
