@@ -453,10 +453,12 @@ impl Gate {
     /// Brings this VM's key set up to the shared one; without any, says how to get one.
     fn sync_keys(&mut self, store: &mut dyn SharedStore, now_ms: u64) -> Result<(), Step> {
         let layout = self.fetcher.layout();
-        let (record, cas): (Fetched<String>, u32) = layout.read_with_cas(store, &layout.jwks());
-        if self.keys.is_some() && cas != 0 && self.keys_cas == Some(cas) {
+        let seen = self.keys.as_ref().and(self.keys_cas);
+        let Some((record, cas)) =
+            layout.read_if_changed::<Fetched<String>>(store, &layout.jwks(), seen)
+        else {
             return Ok(());
-        }
+        };
         if let Some(doc) = &record.value {
             if record.version != self.keys_version || self.keys.is_none() {
                 if let Ok(set) = KeySet::parse(doc.as_bytes()) {

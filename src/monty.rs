@@ -105,7 +105,7 @@ impl Modulus {
         for (c, rows) in a.chunks(ROWS).enumerate() {
             let i = ROWS * c;
             // Row i + r is 2a_{i+r}·a_k for k > i + r, at column i + r + k. Past the block
-            // (k ≥ i + 4), the rows have the shape `add_rows` adds; within it, one by one.
+            // (k ≥ i + ROWS), the rows have the shape `add_rows` adds; within it, one by one.
             for (r, &x) in rows.iter().enumerate() {
                 for (k, &y) in rows.iter().enumerate().skip(r + 1) {
                     if let Some(tc) = t.get_mut(2 * i + r + k) {

@@ -305,20 +305,24 @@ impl Layout {
 
     /// Reads a record of this identity's; another identity's reads as empty.
     pub fn read<T: Owned + DeserializeOwned>(&self, store: &dyn SharedStore, key: &str) -> T {
-        self.read_with_cas(store, key).0
+        self.read_if_changed(store, key, None)
+            .map(|(t, _)| t)
+            .unwrap_or_default()
     }
 
-    /// [`Layout::read`], and the CAS the record was read at (0 when there is none).
-    pub fn read_with_cas<T: Owned + DeserializeOwned>(
+    /// [`Layout::read`] and the record's CAS, or `None` (nothing parsed) while the CAS is
+    /// `seen` ([`store::read_if_changed`]).
+    pub fn read_if_changed<T: Owned + DeserializeOwned>(
         &self,
         store: &dyn SharedStore,
         key: &str,
-    ) -> (T, u32) {
-        let (record, cas): (T, u32) = store::read_with_cas(store, key);
+        seen: Option<u32>,
+    ) -> Option<(T, u32)> {
+        let (record, cas): (T, u32) = store::read_if_changed(store, key, seen)?;
         if record.owner() == self.identity {
-            (record, cas)
+            Some((record, cas))
         } else {
-            (T::default(), cas)
+            Some((T::default(), cas))
         }
     }
 

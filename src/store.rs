@@ -23,17 +23,23 @@ const CAS_RETRIES: usize = 16;
 
 /// Reads a record; a missing or unreadable one reads as the default (nothing fetched yet).
 pub fn read<T: DeserializeOwned + Default>(store: &dyn SharedStore, key: &str) -> T {
-    read_with_cas(store, key).0
+    read_if_changed(store, key, None)
+        .map(|(t, _)| t)
+        .unwrap_or_default()
 }
 
-/// [`read`], and the record's CAS token (0 when the key does not exist).
-pub fn read_with_cas<T: DeserializeOwned + Default>(
+/// [`read`] with the record's CAS token (0 when the key does not exist), or `None` without
+/// parsing when the CAS is `seen`: the record is the one the caller read last. A CAS of 0
+/// (a host without CAS) never counts as seen.
+pub fn read_if_changed<T: DeserializeOwned + Default>(
     store: &dyn SharedStore,
     key: &str,
-) -> (T, u32) {
+    seen: Option<u32>,
+) -> Option<(T, u32)> {
     match store.get(key) {
-        Some((bytes, cas)) => (serde_json::from_slice(&bytes).unwrap_or_default(), cas),
-        None => (T::default(), 0),
+        Some((_, cas)) if cas != 0 && seen == Some(cas) => None,
+        Some((bytes, cas)) => Some((serde_json::from_slice(&bytes).unwrap_or_default(), cas)),
+        None => Some((T::default(), 0)),
     }
 }
 
@@ -239,6 +245,24 @@ impl SharedStore for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_read_at_the_cas_seen_is_not_read_again() {
+        let mut store = MemStore::default();
+        assert_eq!(
+            read_if_changed::<Fetched<String>>(&store, "k", Some(0)).map(|r| r.1),
+            Some(0)
+        );
+        ensure::<Fetched<String>>(&mut store, "k");
+        let (_, cas) = read_if_changed::<Fetched<String>>(&store, "k", None).unwrap();
+        assert!(read_if_changed::<Fetched<String>>(&store, "k", Some(cas)).is_none());
+        update(&mut store, "k", |r: &mut Fetched<String>| {
+            r.succeed("v".into(), 1)
+        });
+        let (record, next) = read_if_changed::<Fetched<String>>(&store, "k", Some(cas)).unwrap();
+        assert_ne!(next, cas);
+        assert_eq!(record.value.as_deref(), Some("v"));
+    }
 
     #[test]
     fn only_one_claimant_while_busy() {
