@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::cache::{key_of, BoundedCache, Key};
 use crate::config::{Accept, Config, IdpSettings};
 use crate::credentials::ClientCredentials;
-use crate::fetch::{Applied, Ask, Fetch, Fetcher, Resource, Step};
+use crate::fetch::{Applied, Ask, Fetch, Fetcher, Look, Resource, Step};
 use crate::idp::{self, TokenAnswer};
 use crate::outcome::Denial;
 use crate::records::{Bucket, TokenValue};
@@ -76,15 +76,15 @@ impl ClientTokens {
         }
     }
 
-    /// The token for `client`, or what to do to get one. `started_ms` is when the request
-    /// arrived: without caching, only a token fetched for (or while) it may serve it.
+    /// The token for `client`, or what to do to get one. Without caching, only a token
+    /// fetched for (or while) the request may serve it.
     pub fn exchange(
         &mut self,
         store: &mut dyn SharedStore,
         fetcher: &mut Fetcher,
         config: &Config,
         client: &ClientCredentials,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Exchange {
         let idp = &config.idp;
@@ -102,11 +102,12 @@ impl ClientTokens {
                 local_token = Some(local.token.clone());
             }
         }
-        // A request re-asked while it waits for the token endpoint is one miss, not one a look.
-        if started_ms == now_ms {
+        // A request looked at again while it waits for the token endpoint is one miss.
+        if !look.again {
             self.misses += 1;
         }
         let entry = fetcher.layout().token_entry(store, &key);
+        let started_ms = look.started_ms;
         let fresh_enough = cache || entry.fetched_ms >= started_ms;
         match &entry.value {
             Some(TokenValue::Issued {

@@ -57,6 +57,31 @@ pub struct Fetch {
     pub callout: Callout,
 }
 
+/// One look at a request: when it arrived, and whether it was looked at before. A parked
+/// request is looked at again whenever what it waits for lands, often within the
+/// millisecond it arrived in, so the clock cannot tell a first look from a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub started_ms: u64,
+    pub again: bool,
+}
+
+impl Look {
+    pub fn first(now_ms: u64) -> Look {
+        Look {
+            started_ms: now_ms,
+            again: false,
+        }
+    }
+
+    pub fn again(started_ms: u64) -> Look {
+        Look {
+            started_ms,
+            again: true,
+        }
+    }
+}
+
 /// What to do with a request now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

@@ -22,7 +22,7 @@ use crate::claims;
 use crate::client_tokens::{ClientTokens, Exchange};
 use crate::config::{Config, PolicyId};
 use crate::credentials::{ClientCredentials, Credential};
-use crate::fetch::{Applied, Ask, Fetch, Fetcher, Resource, Step};
+use crate::fetch::{Applied, Ask, Fetch, Fetcher, Look, Resource, Step};
 use crate::idp::{self, MAX_RESPONSE_BYTES};
 use crate::introspection::{self, Answer, Introspections};
 use crate::jwks::KeySet;
@@ -42,8 +42,8 @@ const DECISION_BYTES: usize = 8 << 20;
 const PURGE_EVERY_MS: u64 = 1_000;
 
 /// Cache effectiveness, for operators' metrics. Monotonic; the host reports deltas. A
-/// decision miss is one signature verification; a token miss is one look past this VM's
-/// copy (a request waiting for the token endpoint counts each time it is re-asked).
+/// decision miss is one signature verification; a token (or introspection) miss is one
+/// request that found no usable copy in this VM, however often it is looked at again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub decision_hits: u64,
@@ -188,23 +188,18 @@ impl Gate {
         self.fetcher.layout_mut().claim(store, now_ms);
     }
 
-    /// Decides on a request under `policy`. `started_ms` is when the request arrived (it
-    /// may be asked again later, after waiting).
+    /// Decides on a request under `policy` (it may be asked again later, after waiting).
     pub fn authenticate(
         &mut self,
         store: &mut dyn SharedStore,
         credential: &Credential,
         policy: PolicyId,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Step {
         let step = match credential {
-            Credential::Bearer(token) => {
-                self.check_token(store, token, policy, None, started_ms, now_ms)
-            }
-            Credential::Client(client) => {
-                self.check_client(store, client, policy, started_ms, now_ms)
-            }
+            Credential::Bearer(token) => self.check_token(store, token, policy, None, look, now_ms),
+            Credential::Client(client) => self.check_client(store, client, policy, look, now_ms),
         };
         // Whichever fetch found its endpoint missing from discovery, the refusal says so.
         if let Some(endpoint) = self.fetcher.take_missing() {
@@ -223,7 +218,7 @@ impl Gate {
         token: &Rc<str>,
         policy: PolicyId,
         issued_to: Option<&ClientCredentials>,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Step {
         if token.len() > MAX_TOKEN_BYTES {
@@ -269,7 +264,7 @@ impl Gate {
             proven = Some(Proven::Verified(verified));
         }
         if remote {
-            match self.introspect(store, token, issued_to, started_ms, now_ms) {
+            match self.introspect(store, token, issued_to, look, now_ms) {
                 Ok(active) => {
                     until_ms = until_ms.min(active.until_ms);
                     // A JWT keeps its signed claims; the answer only says it still counts.
@@ -322,7 +317,7 @@ impl Gate {
         store: &mut dyn SharedStore,
         token: &Rc<str>,
         issued_to: Option<&ClientCredentials>,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Result<Rc<introspection::Active>, Step> {
         let Some(asker) = self.config.idp.gateway_client.as_ref().or(issued_to) else {
@@ -334,7 +329,7 @@ impl Gate {
             &self.config,
             token,
             asker,
-            started_ms,
+            look,
             now_ms,
         );
         match answer {
@@ -417,7 +412,7 @@ impl Gate {
         store: &mut dyn SharedStore,
         client: &ClientCredentials,
         policy: PolicyId,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Step {
         if let Some(allowed) = &self.config.policy(policy).clients_allowed {
@@ -425,19 +420,14 @@ impl Gate {
                 return Step::deny(Denial::InvalidToken(TokenProblem::ClientNotAllowed));
             }
         }
-        let exchanged = self.clients.exchange(
-            store,
-            &mut self.fetcher,
-            &self.config,
-            client,
-            started_ms,
-            now_ms,
-        );
+        let exchanged =
+            self.clients
+                .exchange(store, &mut self.fetcher, &self.config, client, look, now_ms);
         let token = match exchanged {
             Exchange::Token(token) => token,
             Exchange::Step(step) => return step,
         };
-        match self.check_token(store, &token, policy, Some(client), started_ms, now_ms) {
+        match self.check_token(store, &token, policy, Some(client), look, now_ms) {
             // The IdP issued a token signed with a key it has not published to us yet (it
             // is rotating, and the refetch allowance is spent): not the client's fault, so
             // not 401. Retry after the allowance comes back.

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::client_tokens::TOKEN_ENTRIES;
 use crate::credentials::{basic_header, ClientCredentials, Secret};
-use crate::fetch::{Applied, Step};
+use crate::fetch::{Applied, Look, Step};
 use crate::outcome::{ClaimRule, Denial, TokenProblem, Verdict};
 use crate::records::{Bucket, TokenValue, BUCKETS, BUCKET_ENTRIES};
 use crate::store::SharedStore;
@@ -52,11 +52,11 @@ fn concurrent_first_requests_cause_one_fetch() {
     let cred = client("svc", "good");
     // Discovery and JWKS in place first, so the race is on the token.
     w.run(&bearer(&token("rsa-1", json!({}))), T0);
-    let Step::Fetch(fetch) = w.ask(0, &cred, T0, T0) else {
+    let Step::Fetch(fetch) = w.ask(0, &cred, T0) else {
         panic!("a fetches")
     };
-    assert_eq!(w.ask(b, &cred, T0, T0), Step::Wait(fetch.resource.clone()));
-    assert_eq!(w.ask(0, &cred, T0, T0), Step::Wait(fetch.resource.clone()));
+    assert_eq!(w.ask(b, &cred, T0), Step::Wait(fetch.resource.clone()));
+    assert_eq!(w.ask(0, &cred, T0), Step::Wait(fetch.resource.clone()));
     assert_eq!(w.answer(0, &fetch, T0), Applied::Stored);
     // The waiter on the other worker finds the token on its next look.
     let step = w.run_on(b, &cred, T0 + 5);
@@ -352,6 +352,8 @@ fn client_credentials_exchange_cache_and_wrong_secret() {
     assert!(bearer.starts_with("Bearer "));
     assert_eq!(header(&step, "Issuer_Header"), Some(ISSUER));
     assert_eq!(w.idp.count("token"), 1);
+    // Looked at again within its first millisecond, the request is still one miss.
+    assert_eq!(w.gate().counters().token_misses, 1);
     // Cached: same token, no IdP call, on this worker and on another.
     assert_eq!(
         header(&w.run(&good, T0 + 1000), "authorization"),
@@ -387,7 +389,7 @@ fn client_credentials_exchange_cache_and_wrong_secret() {
 fn token_request_carries_the_callers_credentials_not_others() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);
-    let Step::Fetch(f) = w.ask(0, &client("a:b", "c d"), T0, T0) else {
+    let Step::Fetch(f) = w.ask(0, &client("a:b", "c d"), T0) else {
         panic!()
     };
     let auth = f
@@ -436,14 +438,14 @@ fn idp_5xx_and_garbage_are_503_never_401() {
         (None, b""),
     ] {
         let mut w = World::new(BASE);
-        let Step::Fetch(f) = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0, T0) else {
+        let Step::Fetch(f) = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0) else {
             panic!()
         };
         assert!(matches!(
             w.gates[0].on_answer(&mut w.store, &f.resource, status, body, T0),
             Applied::Failed(_)
         ));
-        let step = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0, T0);
+        let step = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0);
         assert_eq!(
             step,
             Step::deny(Denial::IdpUnavailable { retry_after_s: 1 }),
@@ -468,7 +470,7 @@ fn startup_with_the_idp_down_recovers_in_the_background() {
         w.tick(now);
         now += 1000;
     }
-    let step = w.ask(0, &bearer(&token("rsa-1", json!({}))), now, now);
+    let step = w.ask(0, &bearer(&token("rsa-1", json!({}))), now);
     assert!(matches!(step, Step::Done(Verdict::Allow(_))), "{step:?}");
 }
 
@@ -502,17 +504,17 @@ fn tokens_are_refreshed_ahead_of_expiry_without_making_requests_wait() {
         .to_string();
     // Refresh window: the last tenth of the lifetime (40 s).
     let later = T0 + 361_000;
-    let before = done(w.ask(0, &good, later - 2_000, later - 2_000));
+    let before = done(w.ask(0, &good, later - 2_000));
     assert_eq!(header(&before, "authorization"), Some(first.as_str()));
     assert_eq!(w.tick(later - 2_000), 0, "not due yet");
-    let step = done(w.ask(0, &good, later, later));
+    let step = done(w.ask(0, &good, later));
     assert_eq!(
         header(&step, "authorization"),
         Some(first.as_str()),
         "served from cache"
     );
     assert_eq!(w.tick(later), 1);
-    let step = done(w.ask(0, &good, later + 1, later + 1));
+    let step = done(w.ask(0, &good, later + 1));
     let second = header(&step, "authorization").unwrap();
     assert_ne!(second, first);
     assert_eq!(w.idp.count("token"), 2);
@@ -527,16 +529,13 @@ fn without_token_caching_each_request_exchanges_but_waiters_share_a_fetch() {
     w.run(&good, T0);
     w.run(&good, T0 + 1);
     assert_eq!(w.idp.count("token"), 2);
-    let Step::Fetch(f) = w.ask(0, &good, T0 + 2, T0 + 2) else {
+    let Step::Fetch(f) = w.ask(0, &good, T0 + 2) else {
         panic!()
     };
-    assert_eq!(
-        w.ask(0, &good, T0 + 2, T0 + 2),
-        Step::Wait(f.resource.clone())
-    );
+    assert_eq!(w.ask(0, &good, T0 + 2), Step::Wait(f.resource.clone()));
     w.answer(0, &f, T0 + 3);
     assert!(matches!(
-        w.ask(0, &good, T0 + 2, T0 + 3),
+        w.ask_again(0, &good, T0 + 2, T0 + 3),
         Step::Done(Verdict::Allow(_))
     ));
     assert_eq!(w.idp.count("token"), 3);
@@ -547,12 +546,12 @@ fn abandoned_fetch_lets_the_next_request_fetch() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);
     let good = client("svc", "good");
-    let Step::Fetch(f) = w.ask(0, &good, T0, T0) else {
+    let Step::Fetch(f) = w.ask(0, &good, T0) else {
         panic!()
     };
     let g = &mut w.gates[0];
     g.abandon(&mut w.store, &f.resource, T0);
-    assert!(matches!(w.ask(0, &good, T0, T0), Step::Fetch(_)));
+    assert!(matches!(w.ask(0, &good, T0), Step::Fetch(_)));
 }
 
 #[test]
@@ -560,9 +559,15 @@ fn a_stalled_fetcher_is_taken_over_after_timeout() {
     let mut w = World::new(BASE);
     w.run(&bearer(&token("rsa-1", json!({}))), T0);
     let good = client("svc", "good");
-    assert!(matches!(w.ask(0, &good, T0, T0), Step::Fetch(_)));
-    assert!(matches!(w.ask(0, &good, T0, T0 + 10_999), Step::Wait(_)));
-    assert!(matches!(w.ask(0, &good, T0, T0 + 11_001), Step::Fetch(_)));
+    assert!(matches!(w.ask(0, &good, T0), Step::Fetch(_)));
+    assert!(matches!(
+        w.ask_again(0, &good, T0, T0 + 10_999),
+        Step::Wait(_)
+    ));
+    assert!(matches!(
+        w.ask_again(0, &good, T0, T0 + 11_001),
+        Step::Fetch(_)
+    ));
 }
 
 #[test]
@@ -626,7 +631,7 @@ fn strip_list_covers_credentials_and_every_written_header() {
 fn is_busy_tracks_an_in_flight_fetch_for_every_worker() {
     let mut w = World::new(BASE);
     let other = w.add_worker();
-    let Step::Fetch(f) = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0, T0) else {
+    let Step::Fetch(f) = w.ask(0, &bearer(&token("rsa-1", json!({}))), T0) else {
         panic!()
     };
     let busy = |w: &World, i: usize| w.gates[i].is_busy(&w.store, &f.resource, T0);
@@ -640,10 +645,10 @@ fn a_verify_miss_is_one_verification_however_often_a_waiting_request_asks() {
     let mut w = World::new(BASE);
     let t: Credential = bearer(&token("rsa-1", json!({})));
     // No keys yet: the request fetches discovery and the JWKS, asked again after each.
-    let Step::Fetch(f) = w.ask(0, &t, T0, T0) else {
+    let Step::Fetch(f) = w.ask(0, &t, T0) else {
         panic!("fetches discovery")
     };
-    assert_eq!(w.ask(0, &t, T0, T0), Step::Wait(f.resource.clone()));
+    assert_eq!(w.ask(0, &t, T0), Step::Wait(f.resource.clone()));
     assert_eq!(w.gate().counters().decision_misses, 0);
     w.answer(0, &f, T0);
     assert!(matches!(w.run(&t, T0), Verdict::Allow(_)));
@@ -661,16 +666,13 @@ fn an_abandoned_key_set_refetch_does_not_use_up_the_allowance() {
     let rotated = bearer(&token("rsa-2", json!({})));
     let later = T0 + 30_000;
     // The refetch is claimed, then its sender goes away without an answer.
-    let Step::Fetch(f) = w.ask(0, &rotated, later, later) else {
+    let Step::Fetch(f) = w.ask(0, &rotated, later) else {
         panic!("an unknown kid refetches")
     };
     let g = &mut w.gates[0];
     g.abandon(&mut w.store, &f.resource, later);
     // The next caller may refetch at once: only completed fetches count.
-    assert!(matches!(
-        w.ask(0, &rotated, later + 1, later + 1),
-        Step::Fetch(_)
-    ));
+    assert!(matches!(w.ask(0, &rotated, later + 1), Step::Fetch(_)));
     // Nor does it delay the periodic refresh.
     let mut other = World::new(BASE);
     other.run(&bearer(&token("rsa-1", json!({}))), T0);
@@ -781,7 +783,7 @@ fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_ref
         let now = T0 + 1000 + i * 96;
         let gate = &mut gates[if i % 2 == 0 { 0 } else { other }];
         let cred = bearer(&token("rsa-2", json!({ "jti": i.to_string() })));
-        if let Step::Fetch(f) = gate.authenticate(&mut counting, &cred, 0, now, now) {
+        if let Step::Fetch(f) = gate.authenticate(&mut counting, &cred, 0, Look::first(now), now) {
             let (status, body) = idp.answer(&f, now);
             gate.on_answer(&mut counting, &f.resource, status, &body, now);
         }
@@ -811,18 +813,19 @@ fn a_token_verified_on_one_route_is_judged_on_another_without_verifying_again() 
     assert!(header(&step, "X-Subject").is_some(), "{step:?}");
     assert_eq!(w.gate().counters().decision_misses, 1);
     // The admin route: same token, its own rules and headers, no second verification.
-    let Step::Done(on_admin) = w.ask(0, &t, T0, T0) else {
+    let Step::Done(on_admin) = w.ask(0, &t, T0) else {
         panic!("decided at once")
     };
     assert!(matches!(on_admin, Verdict::Allow(_)));
-    let on_admin = w.gates[0].authenticate(&mut w.store, &t, admin, T0, T0);
+    let on_admin = w.gates[0].authenticate(&mut w.store, &t, admin, Look::first(T0), T0);
     assert_eq!(
         on_admin,
         Step::Done(Verdict::Deny(Denial::InsufficientScope(ClaimRule::Scopes)))
     );
     assert_eq!(w.gate().counters().decision_misses, 1);
     let admin_token = bearer(&token("rsa-1", json!({"scp": ["admin"], "jti": "a"})));
-    let Step::Done(allowed) = w.gates[0].authenticate(&mut w.store, &admin_token, admin, T0, T0)
+    let Step::Done(allowed) =
+        w.gates[0].authenticate(&mut w.store, &admin_token, admin, Look::first(T0), T0)
     else {
         panic!("decided at once")
     };
@@ -850,7 +853,7 @@ fn a_token_of_any_lifetime_is_fetched_about_once_per_lifetime_and_no_request_wai
         while now < T0 + 3 * lifetime_ms {
             now += step;
             w.tick(now);
-            match w.ask(0, &c, now, now) {
+            match w.ask(0, &c, now) {
                 Step::Done(Verdict::Allow(_)) => {}
                 other => panic!("{lifetime_s} s: at +{} ms: {other:?}", now - T0),
             }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::cache::{key_of, BoundedCache, Key};
 use crate::config::{Accept, Config};
 use crate::credentials::ClientCredentials;
-use crate::fetch::{Applied, Ask, Fetcher, Resource, Step};
+use crate::fetch::{Applied, Ask, Fetcher, Look, Resource, Step};
 use crate::idp::{self, Introspected};
 use crate::outcome::TokenProblem;
 use crate::records::{AnswerValue, Bucket};
@@ -76,9 +76,8 @@ impl Introspections {
         }
     }
 
-    /// The IdP's answer for `token`, asked as `asker` when it must be asked. `started_ms` is
-    /// when the request arrived: without caching, only an answer fetched for (or while) it
-    /// may serve it.
+    /// The IdP's answer for `token`, asked as `asker` when it must be asked. Without
+    /// caching, only an answer fetched for (or while) the request may serve it.
     #[allow(clippy::too_many_arguments)]
     pub fn answer(
         &mut self,
@@ -87,7 +86,7 @@ impl Introspections {
         config: &Config,
         token: &Rc<str>,
         asker: &ClientCredentials,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Answer {
         let cache = config.accept.cache_introspection;
@@ -100,12 +99,13 @@ impl Introspections {
                 };
             }
         }
-        // A request re-asked while it waits is one miss, not one a look.
-        if started_ms == now_ms {
+        // A request looked at again while it waits is one miss, not one a look.
+        if !look.again {
             self.misses += 1;
         }
         let key = key_of(&[b"introspection", self.scope.as_bytes(), token.as_bytes()]);
         let entry = fetcher.layout().answer_entry(store, &key);
+        let started_ms = look.started_ms;
         let fresh_enough = cache || entry.fetched_ms >= started_ms;
         match entry.value {
             // An answer fetched for this request serves it even if already past trust (the

@@ -35,6 +35,8 @@ fn an_active_opaque_token_is_allowed_with_its_claims_and_asked_once() {
         Some("Bearer opaque-good")
     );
     assert_eq!(w.idp.calls, vec!["discovery", "introspection"]);
+    // Looked at three times within its first millisecond, the request is still one miss.
+    assert_eq!(w.gate().counters().answer_misses, 1);
     // The opaque token never needed the key set; the answer is cached.
     for i in 1..50 {
         assert_eq!(w.run(&cred, T0 + i * 1000), verdict);
@@ -48,14 +50,14 @@ fn concurrent_first_requests_on_two_workers_make_one_call() {
     let mut w = world("");
     let b = w.add_worker();
     let cred = bearer("opaque-good");
-    let Step::Fetch(discovery) = w.ask(0, &cred, T0, T0) else {
+    let Step::Fetch(discovery) = w.ask(0, &cred, T0) else {
         panic!("discovery first")
     };
     w.answer(0, &discovery, T0);
-    let Step::Fetch(fetch) = w.ask(0, &cred, T0, T0) else {
+    let Step::Fetch(fetch) = w.ask(0, &cred, T0) else {
         panic!("worker 0 introspects")
     };
-    assert_eq!(w.ask(b, &cred, T0, T0), Step::Wait(fetch.resource.clone()));
+    assert_eq!(w.ask(b, &cred, T0), Step::Wait(fetch.resource.clone()));
     assert_eq!(w.answer(0, &fetch, T0), Applied::Stored);
     let on_b = w.run_on(b, &cred, T0 + 5);
     assert_eq!(header(&on_b, "X-Subject"), Some("alice"));

@@ -31,7 +31,7 @@ use crate::body_wait::{BodyWait, Expired};
 use crate::cache::log_tag;
 use crate::config::PolicyId;
 use crate::credentials::Credential;
-use crate::fetch::{Applied, Fetch, Resource, Step};
+use crate::fetch::{Applied, Fetch, Look, Resource, Step};
 use crate::gate::Gate;
 use crate::log_budget::{bounded, Admit, LogBudget};
 use crate::outcome::{Denial, Verdict};
@@ -165,7 +165,14 @@ impl Lifecycle {
             self.count(context, Some(credential), &verdict, 0);
             return Some(verdict);
         };
-        self.decide(store, context, credential, policy, now_ms, now_ms)
+        self.decide(
+            store,
+            context,
+            credential,
+            policy,
+            Look::first(now_ms),
+            now_ms,
+        )
     }
 
     /// A request on a public route: let through without a credential.
@@ -200,12 +207,12 @@ impl Lifecycle {
         context: u32,
         credential: &Credential,
         policy: PolicyId,
-        started_ms: u64,
+        look: Look,
         now_ms: u64,
     ) -> Option<Verdict> {
         let waiting = match self
             .gate
-            .authenticate(store, credential, policy, started_ms, now_ms)
+            .authenticate(store, credential, policy, look, now_ms)
         {
             Step::Done(verdict) => {
                 self.parked.remove(&context);
@@ -223,13 +230,15 @@ impl Lifecycle {
             Some(p) => p.waiting = waiting,
             None => {
                 self.tally.bump("oidcgate.parked");
-                let deadline_ms = started_ms.saturating_add(self.gate.config().idp.timeout_ms);
+                let deadline_ms = look
+                    .started_ms
+                    .saturating_add(self.gate.config().idp.timeout_ms);
                 self.parked.insert(
                     context,
                     Parked {
                         credential: credential.clone(),
                         policy,
-                        started_ms,
+                        started_ms: look.started_ms,
                         deadline_ms,
                         waiting,
                     },
@@ -488,9 +497,14 @@ impl Lifecycle {
                 continue;
             }
             let (credential, policy, started_ms) = (p.credential.clone(), p.policy, p.started_ms);
-            if let Some(verdict) =
-                self.decide(store, context, &credential, policy, started_ms, now_ms)
-            {
+            if let Some(verdict) = self.decide(
+                store,
+                context,
+                &credential,
+                policy,
+                Look::again(started_ms),
+                now_ms,
+            ) {
                 self.decided.push_back((context, verdict));
             }
         }

@@ -6,7 +6,7 @@ use testkit::keys::{self, Sig};
 
 use crate::config::Config;
 use crate::credentials::{basic_header, ClientCredentials, Credential, Secret};
-use crate::fetch::{Applied, Fetch, Resource, Step};
+use crate::fetch::{Applied, Fetch, Look, Resource, Step};
 use crate::gate::Gate;
 use crate::outcome::Verdict;
 use crate::store::MemStore;
@@ -257,9 +257,21 @@ impl World {
         &mut self.gates[0]
     }
 
-    /// One look at a request on `worker`.
-    pub fn ask(&mut self, worker: usize, cred: &Credential, started_ms: u64, now_ms: u64) -> Step {
-        self.gates[worker].authenticate(&mut self.store, cred, 0, started_ms, now_ms)
+    /// The first look at a request arriving on `worker`.
+    pub fn ask(&mut self, worker: usize, cred: &Credential, now_ms: u64) -> Step {
+        self.gates[worker].authenticate(&mut self.store, cred, 0, Look::first(now_ms), now_ms)
+    }
+
+    /// Another look at a request that arrived at `started_ms` and was parked.
+    pub fn ask_again(
+        &mut self,
+        worker: usize,
+        cred: &Credential,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> Step {
+        let look = Look::again(started_ms);
+        self.gates[worker].authenticate(&mut self.store, cred, 0, look, now_ms)
     }
 
     /// Has the IdP answer `fetch`, and hands the answer to `worker`.
@@ -275,8 +287,13 @@ impl World {
 
     /// Runs a request on `worker` to its verdict: fetch, answer, ask again.
     pub fn run_on(&mut self, worker: usize, cred: &Credential, now_ms: u64) -> Verdict {
-        for _ in 0..10 {
-            match self.ask(worker, cred, now_ms, now_ms) {
+        for round in 0..10 {
+            let step = if round == 0 {
+                self.ask(worker, cred, now_ms)
+            } else {
+                self.ask_again(worker, cred, now_ms, now_ms)
+            };
+            match step {
                 Step::Fetch(f) => {
                     self.answer(worker, &f, now_ms);
                 }

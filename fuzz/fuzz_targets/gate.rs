@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use oidcgate::config::Config;
 use oidcgate::credentials::{ClientCredentials, Credential, Secret};
-use oidcgate::fetch::{Fetch, Resource, Step};
+use oidcgate::fetch::{Fetch, Look, Resource, Step};
 use oidcgate::gate::Gate;
 use oidcgate::outcome::Verdict;
 use oidcgate::store::MemStore;
@@ -43,9 +43,10 @@ struct World {
 }
 
 impl World {
-    fn ask(&mut self, worker: usize, cred: Credential, started_ms: u64) {
+    fn ask(&mut self, worker: usize, cred: Credential, look: Look) {
+        let started_ms = look.started_ms;
         let gate = &mut self.gates[worker];
-        let step = gate.authenticate(&mut self.store, &cred, 0, started_ms, self.now_ms);
+        let step = gate.authenticate(&mut self.store, &cred, 0, look, self.now_ms);
         match &step {
             Step::Done(Verdict::Allow(grant)) => self.check_allowed(&cred, &grant.headers),
             Step::Done(Verdict::Deny(denial)) => {
@@ -183,14 +184,18 @@ fuzz_target!(|data: &[u8]| {
         }
         let now = w.now_ms;
         match r.byte() % 12 {
-            0 => w.ask(worker, Credential::Bearer(GOOD_TOKEN.trim().into()), now),
+            0 => w.ask(
+                worker,
+                Credential::Bearer(GOOD_TOKEN.trim().into()),
+                Look::first(now),
+            ),
             1 => {
                 let token = r.string();
-                w.ask(worker, Credential::Bearer(token.into()), now)
+                w.ask(worker, Credential::Bearer(token.into()), Look::first(now))
             }
             2 => {
                 let cred = client(&mut r);
-                w.ask(worker, cred, now)
+                w.ask(worker, cred, Look::first(now))
             }
             3 => {
                 let i = usize::from(r.byte());
@@ -227,7 +232,7 @@ fuzz_target!(|data: &[u8]| {
                 if !w.parked.is_empty() {
                     let i = usize::from(r.byte()) % w.parked.len();
                     let p = w.parked.swap_remove(i);
-                    w.ask(p.worker, p.cred, p.started_ms);
+                    w.ask(p.worker, p.cred, Look::again(p.started_ms));
                 }
             }
         }
