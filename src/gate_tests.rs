@@ -765,6 +765,62 @@ impl SharedStore for CountingWrites<'_> {
     }
 }
 
+/// A store that counts the reads of one key.
+struct CountingReads<'a> {
+    inner: &'a mut crate::store::MemStore,
+    key: String,
+    reads: std::cell::Cell<usize>,
+}
+
+impl SharedStore for CountingReads<'_> {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        if key == self.key {
+            self.reads.set(self.reads.get() + 1);
+        }
+        self.inner.get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn the_timer_reads_a_fresh_key_set_once_and_refreshes_it_when_due_unless_another_worker_did() {
+    let mut w = World::new(BASE);
+    let other = w.add_worker();
+    w.run(&bearer(&token("rsa-1", json!({}))), T0);
+    let jwks = w.gate().fetcher.layout().jwks();
+    let World {
+        store, idp, gates, ..
+    } = &mut w;
+    let mut counting = CountingReads {
+        inner: store,
+        key: jwks,
+        reads: Default::default(),
+    };
+    // Ten minutes of 20 ms ticks on worker 0: the record is read once, to learn its age.
+    let mut now = T0;
+    while now < T0 + JWKS_MAX_AGE_MS {
+        assert!(gates[0].background(&mut counting, now).is_empty());
+        now += 20;
+    }
+    assert_eq!(counting.reads.get(), 1);
+    // Due: the other worker refreshes it first; worker 0 reads it again and finds it fresh.
+    let fetches = gates[other].background(&mut counting, now);
+    assert_eq!(fetches.len(), 1);
+    for f in &fetches {
+        let (status, body) = idp.answer(f, now);
+        gates[other].on_answer(&mut counting, &f.resource, status, &body, now);
+    }
+    let reads = counting.reads.get();
+    assert!(gates[0].background(&mut counting, now + 20).is_empty());
+    assert_eq!(counting.reads.get(), reads + 1);
+    // Due again ten minutes after that refresh, and then worker 0 fetches.
+    let due = now + JWKS_MAX_AGE_MS;
+    assert!(gates[0].background(&mut counting, due - 20).is_empty());
+    assert_eq!(gates[0].background(&mut counting, due).len(), 1);
+}
+
 #[test]
 fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_refetch() {
     let mut w = World::new(BASE);
