@@ -30,12 +30,13 @@ pub fn log_tag(secret_or_token: &str) -> String {
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
-/// A verified token as a cache key. Hashed by its length and last 32 bytes only, with the
-/// map's per-process random key: those bytes are its signature, so they differ between
-/// tokens, and since only tokens whose signature verified are stored, no caller can pile
-/// entries onto one hash. Hashing a whole 1 KB token (SHA-256 was used before) cost more in
-/// V8 than all the rest of a cache hit. Equality compares the whole token, 32 bytes at a
-/// time: wasi-libc's `memcmp` goes byte by byte, a microsecond for a 1 KB token in V8.
+/// A token the IdP vouched for (its signature verified, or introspection called it active)
+/// as a cache key. Hashed by its length and last 32 bytes only: those bytes are its
+/// signature (or the IdP's choice), so they differ between tokens, and since only such
+/// tokens are stored, no caller can pile entries onto one hash. Hashing a whole 1 KB token
+/// (SHA-256 was used before) cost more in V8 than all the rest of a cache hit. Equality
+/// compares the whole token, 32 bytes at a time: wasi-libc's `memcmp` goes byte by byte, a
+/// microsecond for a 1 KB token in V8.
 #[derive(Clone, Debug)]
 pub struct TokenKey(pub Rc<str>);
 
@@ -63,6 +64,53 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let (blocks_a, rest_a) = a.as_chunks::<32>();
     let (blocks_b, rest_b) = b.as_chunks::<32>();
     blocks_a.iter().zip(blocks_b).all(|(x, y)| x == y) && rest_a == rest_b
+}
+
+/// The hasher of maps keyed on [`TokenKey`]: a multiply-and-rotate fold of 8-byte words
+/// (FxHash's, with rustc-hash 2's final rotation for hashbrown's low index bits), where
+/// SipHash's keyed rounds cost a cached request ~270 instructions. Unkeyed is safe here for
+/// the reason above: a caller can make lookups collide, but only the IdP's tokens are
+/// inserted, so no chain grows.
+#[derive(Clone, Copy, Default)]
+pub struct TokenHashing;
+
+impl BuildHasher for TokenHashing {
+    type Hasher = Fold;
+    fn build_hasher(&self) -> Fold {
+        Fold(0)
+    }
+}
+
+pub struct Fold(u64);
+
+impl Fold {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for Fold {
+    fn write(&mut self, bytes: &[u8]) {
+        let (words, rest) = bytes.as_chunks::<8>();
+        for word in words {
+            self.add(u64::from_le_bytes(*word));
+        }
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            if let Some(head) = last.get_mut(..rest.len()) {
+                head.copy_from_slice(rest);
+            }
+            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
 }
 
 struct Slot<V> {
@@ -200,6 +248,30 @@ mod tests {
     }
 
     type Cache<V> = BoundedCache<Key, V>;
+
+    fn token_hash(token: &str) -> u64 {
+        TokenHashing.hash_one(TokenKey(token.into()))
+    }
+
+    #[test]
+    fn token_hashes_spread_signature_tails_over_the_low_bits_hashbrown_indexes_by() {
+        // Tokens that differ only in their signature, as a key set's tokens do.
+        let tails: Vec<String> = (0u32..4096)
+            .map(|i| {
+                let sig = crate::cache::key_of(&[&i.to_be_bytes()]);
+                let b64 = sig.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.{b64}")
+            })
+            .collect();
+        let mut low: Vec<u64> = tails.iter().map(|t| token_hash(t) & 0xfff).collect();
+        low.sort_unstable();
+        low.dedup();
+        // 4096 random values in 4096 buckets fill ~63% of them.
+        assert!(low.len() > 2400, "{} of 4096 buckets", low.len());
+        // One byte apart, or one byte longer: different hashes.
+        assert_ne!(token_hash("a.b.cdefgh"), token_hash("a.b.cdefgi"));
+        assert_ne!(token_hash("a.b.cdefgh"), token_hash("a.b.cdefgh\0"));
+    }
 
     #[test]
     fn expires() {

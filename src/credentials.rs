@@ -150,7 +150,8 @@ fn from_authorization(
     if scheme.eq_ignore_ascii_case("basic") && basic {
         Some(decode_basic(rest).ok_or(Denial::InvalidClient))
     } else if scheme.eq_ignore_ascii_case("bearer") && bearer {
-        if rest.is_empty() || rest.contains(' ') {
+        // A space inside the token is refused by the gate, past its cache.
+        if rest.is_empty() {
             Some(Err(Denial::InvalidToken(TokenProblem::Malformed)))
         } else {
             Some(Ok(Credential::Bearer(rest.into())))
@@ -373,10 +374,6 @@ mod tests {
             (Some(""), Denial::Missing),
             (Some("Digest x"), Denial::Missing),
             (Some("Bearer"), Denial::Missing),
-            (
-                Some("Bearer a b"),
-                Denial::InvalidToken(TokenProblem::Malformed),
-            ),
             (Some("Basic !!!"), Denial::InvalidClient),
             (Some("Basic bm9jb2xvbg=="), Denial::InvalidClient), // "nocolon"
             (Some("Basic Og=="), Denial::InvalidClient),         // ":"

@@ -17,7 +17,7 @@
 
 use std::rc::Rc;
 
-use crate::cache::{BoundedCache, TokenKey};
+use crate::cache::{BoundedCache, TokenHashing, TokenKey};
 use crate::claims;
 use crate::client_tokens::{ClientTokens, Exchange};
 use crate::config::{Config, PolicyId};
@@ -79,10 +79,10 @@ pub struct Gate {
     /// a 3 KB set, on every cold request). `None` (or a host's CAS of 0) means look again.
     keys_cas: Option<u32>,
     /// Outcome per token and policy, for tokens whose signature verified.
-    decisions: BoundedCache<(TokenKey, PolicyId), Verdict>,
+    decisions: BoundedCache<(TokenKey, PolicyId), Verdict, TokenHashing>,
     /// With several policies: the claims of tokens whose signature verified, so that a
     /// token verified on one route is judged on another without verifying it again.
-    verified: BoundedCache<TokenKey, Rc<verify::Verified>>,
+    verified: BoundedCache<TokenKey, Rc<verify::Verified>, TokenHashing>,
     decision_hits: u64,
     decision_misses: u64,
     clients: ClientTokens,
@@ -234,6 +234,11 @@ impl Gate {
             self.decision_hits += 1;
             return Step::Done(verdict.clone());
         }
+        // RFC 6750's b64token has no space. Checked past the cache, which holds no such
+        // token: the scan of a whole token cost a cached request more than its lookup.
+        if token.contains(' ') {
+            return Step::deny(Denial::InvalidToken(TokenProblem::Malformed));
+        }
         let rules = self.config.policy(policy);
         let jwt = verify::is_jwt(token);
         // A JWT is verified locally where bearer tokens are accepted (and a token the
@@ -306,7 +311,15 @@ impl Gate {
         let size = token.len()
             + 128
             + match &verdict {
-                Verdict::Allow(g) => g.headers.iter().map(|(k, v)| k.len() + v.len() + 48).sum(),
+                Verdict::Allow(g) => {
+                    let removes = g.removes.iter().flat_map(|r| r.iter());
+                    let names: usize = removes.map(|name| name.len() + 24).sum();
+                    names
+                        + g.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 48)
+                            .sum::<usize>()
+                }
                 Verdict::Deny(_) => 0,
             };
         self.decisions
@@ -406,9 +419,11 @@ impl Gate {
             };
             headers.push((th.name.clone(), value));
         }
+        let removes = upstream::removals(&self.strip, &headers).cloned().collect();
         Grant {
             headers: headers.into(),
             client: policy::client_of(claims).map(Rc::from),
+            removes: Some(removes),
         }
     }
 
@@ -580,8 +595,8 @@ impl Gate {
                 .layout()
                 .read(store, &self.fetcher.layout().jwks());
             let s = record.state;
-            let due = record.value.is_none()
-                || now_ms.saturating_sub(s.completed_ms) >= JWKS_MAX_AGE_MS;
+            let due =
+                record.value.is_none() || now_ms.saturating_sub(s.completed_ms) >= JWKS_MAX_AGE_MS;
             if !due {
                 self.keys_fresh_until_ms = s.completed_ms.saturating_add(JWKS_MAX_AGE_MS);
             } else if !s.is_busy(now_ms) && s.retry_at_ms <= now_ms {

@@ -184,6 +184,8 @@ fn forged_and_odd_tokens_are_rejected() {
         ("not-a-jwt".to_string(), TokenProblem::Malformed),
         ("a.b.c".to_string(), TokenProblem::Malformed),
         (format!("{good}."), TokenProblem::Malformed),
+        // A valid token with more after a space (`Bearer <token> x`).
+        (format!("{good} x"), TokenProblem::Malformed),
         ("x".repeat(MAX_TOKEN_BYTES + 1), TokenProblem::TooLarge),
     ];
     for (t, want) in cases {

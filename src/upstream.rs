@@ -40,6 +40,8 @@ pub fn spellings(name: &str) -> Option<Vec<String>> {
 /// The most `-` or `_` a header name the filter writes may have.
 pub const MAX_SEPARATORS: usize = 4;
 
+use crate::outcome::Grant;
+
 /// One change to the request's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit<'a> {
@@ -49,17 +51,29 @@ pub enum Edit<'a> {
     Remove(&'a str),
 }
 
-/// The edits that leave each header of `set` once with its value and no header of `strip`
-/// unless it is in `set`. Names compare without regard to case. An iterator: every allowed
-/// request runs this, and it need not allocate.
-pub fn edits<'a>(
+/// The names of `strip` that `set` does not set (names compare without regard to case).
+pub fn removals<'a>(
     strip: &'a [String],
     set: &'a [(String, String)],
-) -> impl Iterator<Item = Edit<'a>> + 'a {
-    let sets = set.iter().map(|(n, v)| Edit::Set(n, v));
-    let removes = strip
+) -> impl Iterator<Item = &'a String> + 'a {
+    strip
         .iter()
         .filter(|name| !set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+}
+
+/// The edits that leave each header of `grant` once with its value and no header of
+/// `strip` unless the grant sets it. An iterator: every allowed request runs this, and it
+/// need not allocate.
+pub fn edits<'a>(strip: &'a [String], grant: &'a Grant) -> impl Iterator<Item = Edit<'a>> + 'a {
+    let sets = grant.headers.iter().map(|(n, v)| Edit::Set(n, v));
+    // One of the two is empty: the grant's own list, or the strip list still to filter.
+    let (planned, unplanned): (&[String], &[String]) = match grant.removes.as_deref() {
+        Some(removes) => (removes, &[]),
+        None => (&[], strip),
+    };
+    let removes = planned
+        .iter()
+        .chain(removals(unplanned, &grant.headers))
         .map(|name| Edit::Remove(name));
     sets.chain(removes)
 }
@@ -106,16 +120,23 @@ mod tests {
             ("Issuer_Header", "https://i"),
             ("authorization", "Bearer t"),
         ]);
+        let want = vec![
+            Edit::Set("Issuer_Header", "https://i"),
+            Edit::Set("authorization", "Bearer t"),
+            Edit::Remove("x-subject"),
+        ];
+        let worked_out_now = Grant {
+            headers: set.clone().into(),
+            ..Grant::default()
+        };
+        assert_eq!(edits(&strip, &worked_out_now).collect::<Vec<_>>(), want);
+        let planned = Grant {
+            removes: Some(removals(&strip, &set).cloned().collect()),
+            ..worked_out_now
+        };
+        assert_eq!(edits(&strip, &planned).collect::<Vec<_>>(), want);
         assert_eq!(
-            edits(&strip, &set).collect::<Vec<_>>(),
-            vec![
-                Edit::Set("Issuer_Header", "https://i"),
-                Edit::Set("authorization", "Bearer t"),
-                Edit::Remove("x-subject"),
-            ]
-        );
-        assert_eq!(
-            edits(&strip, &[]).collect::<Vec<_>>(),
+            edits(&strip, &Grant::default()).collect::<Vec<_>>(),
             vec![
                 Edit::Remove("authorization"),
                 Edit::Remove("issuer_header"),

@@ -341,7 +341,7 @@ pub fn apply(verdict: &Verdict, realm: &str, strip: &[String], resume: bool) {
 /// Lets the effective context's request go upstream with `headers` written.
 pub fn allow(grant: &Grant, strip: &[String], resume: bool) {
     host::record_allowed(grant.client.as_deref());
-    for edit in upstream::edits(strip, &grant.headers) {
+    for edit in upstream::edits(strip, grant) {
         match edit {
             Edit::Set(name, value) => host::set_request_header(name, value),
             Edit::Remove(name) => host::remove_request_header(name),
