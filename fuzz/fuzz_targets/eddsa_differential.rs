@@ -23,12 +23,13 @@ struct Key {
     warm: PublicKey,
 }
 
-/// Three fixed keys, from seeds 0, 1 and one with no structure.
+/// Three fixed keys, from seeds 1, 2 (little-endian) and one with no structure.
 fn keys() -> &'static [Key; 3] {
     static KEYS: OnceLock<[Key; 3]> = OnceLock::new();
     KEYS.get_or_init(|| {
         let mut seeds = [[0u8; 32]; 3];
-        seeds[1][0] = 1;
+        seeds[0][0] = 1;
+        seeds[1][0] = 2;
         seeds[2] = *b"oidcgate eddsa_differential key!";
         seeds.map(|seed| {
             let pair = KeyPair::from_seed(Seed::new(seed));
