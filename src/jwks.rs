@@ -10,7 +10,7 @@ use base64::Engine;
 use jwt_simple::prelude::*;
 use serde::Deserialize;
 
-use crate::{ecdsa, rsa};
+use crate::{ecdsa, eddsa, rsa};
 
 /// The asymmetric algorithms accepted. `none` and HMAC have no variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +61,14 @@ enum AlgKey {
     Rsa(Arc<rsa::PublicKey>, rsa::Padding, rsa::Hash),
     /// ES256: this crate's verifier (`ecdsa.rs`), its table of multiples kept with the key.
     Ecdsa(Box<ecdsa::PublicKey>),
+    /// EdDSA: this crate's verifier (`eddsa.rs`), the key decoded once, its table kept with it.
+    Eddsa(Box<eddsa::PublicKey>),
     Library(Box<LibraryKey>),
 }
 
-/// A key jwt-simple verifies with (ES384 and EdDSA).
+/// A key jwt-simple verifies with (ES384).
 pub enum LibraryKey {
     ES384(ES384PublicKey),
-    EdDSA(Ed25519PublicKey),
 }
 
 /// Why a signature check failed, as jwt-simple reports it.
@@ -80,7 +81,6 @@ impl LibraryKey {
         let o = Some(options);
         match self {
             LibraryKey::ES384(k) => k.verify_token(token, o),
-            LibraryKey::EdDSA(k) => k.verify_token(token, o),
         }
     }
 }
@@ -89,6 +89,7 @@ impl LibraryKey {
 pub enum Verifier<'a> {
     Rsa(&'a rsa::PublicKey, rsa::Padding, rsa::Hash),
     Ecdsa(&'a ecdsa::PublicKey),
+    Eddsa(&'a eddsa::PublicKey),
     Library(&'a LibraryKey),
 }
 
@@ -104,6 +105,7 @@ impl Entry {
         match &self.key {
             AlgKey::Rsa(key, padding, hash) => Verifier::Rsa(key, *padding, *hash),
             AlgKey::Ecdsa(key) => Verifier::Ecdsa(key),
+            AlgKey::Eddsa(key) => Verifier::Eddsa(key),
             AlgKey::Library(key) => Verifier::Library(key),
         }
     }
@@ -235,10 +237,8 @@ impl KeySet {
                 }
             }
             ("OKP", Some("Ed25519")) if matches!(declared, None | Some(Alg::EdDSA)) => {
-                if let Some(x) = b64(&raw.x).filter(|x| x.len() == 32) {
-                    if let Ok(k) = Ed25519PublicKey::from_bytes(&x) {
-                        push(Alg::EdDSA, AlgKey::Library(Box::new(LibraryKey::EdDSA(k))));
-                    }
+                if let Some(k) = b64(&raw.x).and_then(|x| eddsa::PublicKey::new(&x)) {
+                    push(Alg::EdDSA, AlgKey::Eddsa(Box::new(k)));
                 }
             }
             _ => {}

@@ -11,6 +11,7 @@ pub mod client_tokens;
 pub mod config;
 pub mod credentials;
 pub mod ecdsa;
+pub mod eddsa;
 pub mod fetch;
 pub mod gate;
 pub mod idp;

@@ -51,6 +51,9 @@ pub fn verify(
             Verifier::Ecdsa(key) => {
                 verify_signed(token, &meta, now_s, leeway_s, |m, s| key.verify(m, s))
             }
+            Verifier::Eddsa(key) => {
+                verify_signed(token, &meta, now_s, leeway_s, |m, s| key.verify(m, s))
+            }
             Verifier::Library(key) => {
                 let options = VerificationOptions {
                     // Our clock and our leeway, never the library's 15-minute default.
@@ -99,7 +102,7 @@ pub fn explain_unknown_kid(token: &str, keys: &KeySet) -> String {
     format!("kid {kid}, the key set has {}", known.join(", "))
 }
 
-/// RS*, PS* (`rsa.rs`) and ES256 (`ecdsa.rs`): the checks jwt-simple's `verify_token` makes
+/// RS*, PS* (`rsa.rs`), ES256 (`ecdsa.rs`) and EdDSA (`eddsa.rs`): the checks jwt-simple's `verify_token` makes
 /// for the other algorithms, in its order (form, header, signature, standard claim types,
 /// times), so the two paths accept and refuse the same tokens. `signature_ok` gets the
 /// signing input and the decoded signature.
@@ -291,7 +294,7 @@ fn classify(e: &jwt_simple::Error) -> TokenProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ecdsa, rsa};
+    use crate::{ecdsa, eddsa, rsa};
     use testkit::keys::{jws, Sig};
 
     const NOW_S: u64 = 1_800_000_000;
@@ -324,7 +327,7 @@ mod tests {
     }
 
     /// Our path (`verify_signed`) and jwt-simple's own must agree on every token, for
-    /// PKCS#1 v1.5, PSS and ES256: the same accepted, the same refused, for the same reason.
+    /// PKCS#1 v1.5, PSS, ES256 and EdDSA: the same accepted, the same refused, for the same reason.
     #[test]
     fn our_path_and_jwt_simple_agree() {
         let b64 = |jwk: &Value, f: &str| {
@@ -341,11 +344,14 @@ mod tests {
         let (x, y) = (b64(ec_jwk, "x"), b64(ec_jwk, "y"));
         let ec_key = ecdsa::PublicKey::new(&x, &y).unwrap();
         let es256 = ES256PublicKey::from_bytes(&[&[4][..], &x, &y].concat()).unwrap();
+        let ed_x = b64(&testkit::keys::jwks(&["ed-1"])["keys"][0], "x");
+        let ed_key = eddsa::PublicKey::new(&ed_x).unwrap();
+        let ed25519 = Ed25519PublicKey::from_bytes(&ed_x).unwrap();
         type Check<'a> = Box<dyn Fn(&[u8], &[u8]) -> bool + 'a>;
         type Library<'a> =
             Box<dyn Fn(&str, VerificationOptions) -> Result<(), jwt_simple::Error> + 'a>;
         let sha256 = rsa::Hash::Sha256;
-        let cases: [(&str, &str, Check, Library); 3] = [
+        let cases: [(&str, &str, Check, Library); 4] = [
             (
                 "RS256",
                 "rsa-1",
@@ -363,6 +369,16 @@ mod tests {
                 "ec-1",
                 Box::new(|m, s| ec_key.verify(m, s)),
                 Box::new(|t, o| es256.verify_token::<NoCustomClaims>(t, Some(o)).map(|_| ())),
+            ),
+            (
+                "EdDSA",
+                "ed-1",
+                Box::new(|m, s| ed_key.verify(m, s)),
+                Box::new(|t, o| {
+                    ed25519
+                        .verify_token::<NoCustomClaims>(t, Some(o))
+                        .map(|_| ())
+                }),
             ),
         ];
         for (alg, kid, ours, library) in cases {
@@ -423,6 +439,23 @@ mod tests {
                 shapes.push([&raw[..32], &n[..]].concat());
                 shapes.push([&n[..], &raw[32..]].concat());
                 shapes.push([&[0; 32][..], &raw[32..]].concat());
+            }
+            if alg == "EdDSA" {
+                // s + L (non-canonical), s = L; R the identity (small order); R with y ≥ p.
+                let l = hex32("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010");
+                let mut s_plus_l = [0u8; 32];
+                let mut carry = 0u16;
+                for (o, (a, b)) in s_plus_l.iter_mut().zip(raw[32..].iter().zip(&l)) {
+                    let sum = u16::from(*a) + u16::from(*b) + carry;
+                    *o = sum as u8;
+                    carry = sum >> 8;
+                }
+                let mut identity = [0u8; 32];
+                identity[0] = 1;
+                shapes.push([&raw[..32], &s_plus_l[..]].concat());
+                shapes.push([&raw[..32], &l[..]].concat());
+                shapes.push([&identity[..], &raw[32..]].concat());
+                shapes.push([&[0xff; 32][..], &raw[32..]].concat());
             }
             for shape in shapes {
                 let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(shape);

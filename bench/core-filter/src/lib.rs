@@ -123,6 +123,7 @@ fn run(input: &[u8]) -> Result<(), String> {
     rsa_arithmetic(&input)?;
     verify_parts(&input)?;
     es256(&input, &keys, now_s)?;
+    eddsa(&input, &keys, now_s)?;
     time(&format!("parse key set ({} keys)", keys.len()), || {
         black_box(KeySet::parse(black_box(jwks.as_bytes())).is_ok());
     });
@@ -429,6 +430,148 @@ fn es256(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
         || {
             let key = oidcgate::ecdsa::PublicKey::new(black_box(&x), &y);
             black_box(key.is_some_and(|k| k.verify(signed.as_bytes(), &sig)));
+        },
+    );
+    Ok(())
+}
+
+/// The EdDSA token, interleaved: the whole verification (jwt-simple's `verify_token` as the
+/// filter called it before `eddsa.rs`, and `verify::verify` now), then the signature alone
+/// (`ed25519-compact`'s `PublicKey::verify`; the same checks on `curve25519-dalek`'s
+/// variable-base `vartime_double_scalar_mul_basepoint`, the key decoded once but no table of
+/// its own, as `eddsa.rs` verifies until a key has its table; `eddsa.rs` with the table).
+/// Then a new key's first verification (no table), and its first 32, the last of which makes
+/// its table.
+fn eddsa(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::Scalar;
+    use jwt_simple::prelude::*;
+
+    let token = input["tokens"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["alg"] == "EdDSA"))
+        .and_then(|t| t["token"].as_str())
+        .ok_or("input: no EdDSA token")?;
+    let jwk = input["jwks"]["keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["crv"] == "Ed25519"))
+        .ok_or("input: no Ed25519 key")?;
+    let x = URL_SAFE_NO_PAD
+        .decode(jwk["x"].as_str().unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    let library = Ed25519PublicKey::from_bytes(&x).map_err(|e| e.to_string())?;
+    let reference = ed25519_compact::PublicKey::from_slice(&x).map_err(|e| e.to_string())?;
+    let ours = oidcgate::eddsa::PublicKey::new(&x).ok_or("eddsa.rs: key refused")?;
+    let (signed, sig) = token.rsplit_once('.').ok_or("EdDSA: no signature")?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|e| e.to_string())?;
+    let signature = ed25519_compact::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
+    // The dalek candidate: A decoded once; per call R decoded, k hashed, one double-scalar
+    // multiplication [k](−A) + [s]B (B's wNAF table is static), the cofactored check.
+    let key_bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| "key: not 32 bytes")?;
+    let minus_a = -CompressedEdwardsY(key_bytes)
+        .decompress()
+        .ok_or("dalek: key refused")?;
+    let dalek = |msg: &[u8], sig: &[u8]| -> bool {
+        let (Some(r_bytes), Some(s_bytes)) = (sig.get(..32), sig.get(32..64)) else {
+            return false;
+        };
+        let (Ok(r_bytes), Ok(s_bytes)) =
+            (<[u8; 32]>::try_from(r_bytes), <[u8; 32]>::try_from(s_bytes))
+        else {
+            return false;
+        };
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+            return false;
+        };
+        let Some(r) = CompressedEdwardsY(r_bytes)
+            .decompress()
+            .filter(|r| !r.is_small_order())
+        else {
+            return false;
+        };
+        let mut h = hmac_sha512::Hash::new();
+        h.update(r_bytes);
+        h.update(key_bytes);
+        h.update(msg);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize());
+        (EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s) - r).is_small_order()
+    };
+    let options = || VerificationOptions {
+        artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_S)),
+        ..VerificationOptions::default()
+    };
+    library
+        .verify_token::<NoCustomClaims>(token, Some(options()))
+        .map_err(|e| format!("jwt-simple EdDSA: {e}"))?;
+    verify::verify(token, keys, now_s, LEEWAY_S).map_err(|e| format!("EdDSA: {e:?}"))?;
+    reference
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|e| format!("ed25519-compact: {e}"))?;
+    if !dalek(signed.as_bytes(), &sig) {
+        return Err("curve25519-dalek: signature refused".into());
+    }
+    // Its table made (at the 32nd verification) before anything is timed.
+    for _ in 0..32 {
+        if !ours.verify(signed.as_bytes(), &sig) {
+            return Err("eddsa.rs: signature refused".into());
+        }
+    }
+    let mut ops: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+        (
+            "EdDSA token, jwt-simple verify_token (before)",
+            Box::new(|| {
+                black_box(
+                    library
+                        .verify_token::<NoCustomClaims>(black_box(token), Some(options()))
+                        .is_ok(),
+                );
+            }),
+        ),
+        (
+            "EdDSA token, verify::verify",
+            Box::new(|| {
+                black_box(verify::verify(black_box(token), keys, now_s, LEEWAY_S).is_ok());
+            }),
+        ),
+        (
+            "EdDSA signature, ed25519-compact PublicKey::verify (before)",
+            Box::new(|| {
+                black_box(
+                    reference
+                        .verify(black_box(signed.as_bytes()), &signature)
+                        .is_ok(),
+                );
+            }),
+        ),
+        (
+            "EdDSA signature, curve25519-dalek vartime_double_scalar_mul_basepoint (no table)",
+            Box::new(|| {
+                black_box(dalek(black_box(signed.as_bytes()), &sig));
+            }),
+        ),
+        (
+            "EdDSA signature, eddsa.rs (with its table)",
+            Box::new(|| {
+                black_box(ours.verify(black_box(signed.as_bytes()), &sig));
+            }),
+        ),
+    ];
+    time_interleaved(&mut ops);
+    time(
+        "EdDSA new key and its first verification (no table)",
+        || {
+            let key = oidcgate::eddsa::PublicKey::new(black_box(&x));
+            black_box(key.is_some_and(|k| k.verify(signed.as_bytes(), &sig)));
+        },
+    );
+    time(
+        "EdDSA new key and its first 32 verifications (the 32nd makes its table)",
+        || {
+            let key = oidcgate::eddsa::PublicKey::new(black_box(&x));
+            black_box(key.is_some_and(|k| (0..32).all(|_| k.verify(signed.as_bytes(), &sig))));
         },
     );
     Ok(())
