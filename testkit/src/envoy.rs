@@ -164,6 +164,11 @@ pub struct EnvoyOpts {
     pub cpu: Option<usize>,
     /// The template's placeholders beyond the standard ones ([`TemplateVars::extra`]).
     pub extra_vars: Vec<(String, String)>,
+    /// A program (and its arguments) Envoy runs under, e.g. `valgrind --tool=callgrind`;
+    /// with `cpu`, taskset runs it.
+    pub wrapper: Vec<String>,
+    /// How long Envoy may take to be ready; `None`: 30 s.
+    pub ready_timeout: Option<Duration>,
 }
 
 /// Fixed ports for [`EnvoyOpts::ports`].
@@ -186,6 +191,8 @@ impl Default for EnvoyOpts {
             args: Vec::new(),
             cpu: None,
             extra_vars: Vec::new(),
+            wrapper: Vec::new(),
+            ready_timeout: None,
         }
     }
 }
@@ -199,6 +206,7 @@ pub struct Envoy {
     child: Option<Child>,
     dir: PathBuf,
     http: reqwest::Client,
+    ready_timeout: Duration,
 }
 
 impl Envoy {
@@ -228,8 +236,9 @@ impl Envoy {
                 }
                 Startup::TimedOut => {
                     let tail = envoy.log_tail(60);
+                    let waited = envoy.ready_timeout;
                     envoy.discard();
-                    panic!("Envoy not ready after {READY_TIMEOUT:?}; log tail:\n{tail}");
+                    panic!("Envoy not ready after {waited:?}; log tail:\n{tail}");
                 }
             }
         }
@@ -290,15 +299,16 @@ impl Envoy {
             .clone()
             .or_else(|| std::env::var("OIDCGATE_ENVOY_LOG_LEVEL").ok())
             .unwrap_or_else(|| "info".into());
-        let mut command = match opts.cpu {
-            Some(cpu) => {
-                let mut taskset = Command::new("taskset");
-                // taskset execs Envoy, so the child's pid is Envoy's.
-                taskset.args(["-c", &cpu.to_string()]).arg(envoy_bin());
-                taskset
-            }
-            None => Command::new(envoy_bin()),
+        // taskset and valgrind exec what they run, so the child's pid is Envoy's.
+        let envoy = envoy_bin().to_string_lossy().into_owned();
+        let mut program: Vec<String> = match opts.cpu {
+            Some(cpu) => vec!["taskset".into(), "-c".into(), cpu.to_string()],
+            None => Vec::new(),
         };
+        program.extend(opts.wrapper.iter().cloned());
+        program.push(envoy);
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
         let child = command
             .arg("-c")
             .arg(&config)
@@ -312,11 +322,12 @@ impl Envoy {
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.join(" ")));
 
         Envoy {
             listen_port,
             admin_port,
+            ready_timeout: opts.ready_timeout.unwrap_or(READY_TIMEOUT),
             child: Some(child),
             dir,
             http: crate::http_client(),
@@ -324,7 +335,7 @@ impl Envoy {
     }
 
     async fn wait_ready(&mut self) -> Startup {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + self.ready_timeout;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait().expect("wait for Envoy") {
@@ -431,6 +442,26 @@ impl Envoy {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         last
+    }
+
+    /// Asks Envoy to exit (SIGTERM), as a wrapper like valgrind needs to write its output,
+    /// and reaps it; killed if it has not exited `within`. Idempotent.
+    pub async fn stop(&mut self, within: Duration) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                self.child = None;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.kill();
     }
 
     /// Kills Envoy (SIGKILL) and reaps it. Idempotent.

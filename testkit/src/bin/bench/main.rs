@@ -14,6 +14,7 @@
 //! measured something else), 2 when it could not run.
 
 mod core;
+mod instructions;
 mod measure;
 mod report;
 mod settings;
@@ -167,6 +168,19 @@ async fn run() -> Result<bool, Error> {
         println!("load average {}", load::load_average());
         return Ok(true);
     }
+    if settings.instructions_only {
+        step("instructions per request (BENCH_ONLY=instructions): Envoy under callgrind");
+        if !instructions::available() {
+            return Err("BENCH_ONLY=instructions needs valgrind (callgrind_control)".into());
+        }
+        let Some(first) = settings.setups.first() else {
+            return Err("nothing to count".into());
+        };
+        let mut stack = Stack::start_with(idp, bench.envoy_opts(first)).await;
+        let counts = instructions::measure(&bench, &mut stack, &settings.setups).await?;
+        print!("{}", instructions::table(&counts));
+        return Ok(true);
+    }
     let plan: Vec<(u64, &Setup)> = (1..=settings.rounds)
         .flat_map(|round| settings.setups.iter().map(move |setup| (round, *setup)))
         .collect();
@@ -180,6 +194,17 @@ async fn run() -> Result<bool, Error> {
         stack.restart_envoy(bench.envoy_opts(setup)).await;
         rows.push(bench.measure(&stack, round, setup).await?);
     }
+    let counts = if settings.instructions && instructions::available() {
+        step("instructions per request: Envoy under callgrind, one configuration after another");
+        let counts = instructions::measure(&bench, &mut stack, &settings.setups).await?;
+        print!("{}", instructions::table(&counts));
+        Some(counts)
+    } else {
+        if settings.instructions {
+            println!("valgrind is not installed: instructions per request not counted");
+        }
+        None
+    };
     let worker_costs = if settings.workers {
         step("what a worker costs: resident memory and start to first allowed answer, 1, 2 and 4 workers");
         stack.envoy.kill();
@@ -229,6 +254,7 @@ async fn run() -> Result<bool, Error> {
         medians: &medians,
         core: core.as_deref(),
         workers: worker_costs.as_deref(),
+        instructions: counts.as_deref(),
     }
     .render();
     load::write_report(&settings.out, &text)?;

@@ -89,13 +89,8 @@ pub fn template_vars(issuer: &str, jwks: &str, empty_wasm: &Path) -> Vec<(String
             "EMPTY_WASM".into(),
             empty_wasm.to_string_lossy().into_owned(),
         ),
-        ("FLOOR_CONFIG".into(), FLOOR_WRITES.into()),
     ]
 }
-
-/// The host-call floor's configuration: the headers oidcgate writes in
-/// `bench/envoy/oidcgate.yaml`, each set after `Authorization` is read.
-pub const FLOOR_WRITES: &str = "issuer_header,x-subject,authorization";
 
 /// Everything a measurement needs besides the stack.
 pub struct Bench<'a> {
@@ -124,6 +119,7 @@ impl Bench<'_> {
         };
         let mut vars = self.vars.clone();
         vars.push(("JWT_CACHE".into(), cache.into()));
+        vars.push(("FLOOR_CONFIG".into(), setup.floor.into()));
         EnvoyOpts {
             template: testkit::repo_root()
                 .join("bench/envoy")
@@ -317,8 +313,10 @@ mod tests {
             pin: false,
             core: true,
             workers: true,
+            instructions: true,
             core_only: false,
             workers_only: false,
+            instructions_only: false,
             setups: select("").unwrap(),
         };
         let issuer = "http://127.0.0.1:18602/oauth2/default";
@@ -371,6 +369,12 @@ mod tests {
                     yaml.contains(&format!("filename: \"{wasm}\"")),
                     "{}",
                     setup.id
+                );
+            }
+            if setup.template == "floor-wasm" {
+                assert!(
+                    yaml.contains(&format!("value: \"{}\"", setup.floor)),
+                    "{yaml}"
                 );
             }
             if setup.template == "jwt_authn" {

@@ -27,8 +27,21 @@ pub struct Setup {
     pub template: &'static str,
     /// With `jwt_authn.yaml`: whether the filter caches verified tokens (`jwt_cache_config`).
     pub jwt_cache: bool,
+    /// With `floor-wasm.yaml`: the host calls `bench/empty-filter` makes.
+    pub floor: &'static str,
     pub credential: Credential,
 }
+
+/// The host-call floor of the issue that set the hot-path target: the headers oidcgate
+/// writes in `bench/envoy/oidcgate.yaml`, each set after `Authorization` is read.
+pub const FLOOR_WRITES: &str = "issuer_header,x-subject,authorization";
+
+/// Every host call oidcgate's cached bearer request makes, and no other work: besides
+/// [`FLOOR_WRITES`], the clock (expiry), the removal of the claim headers' other spellings
+/// (`Issuer_Header` is also read as `issuer-header`, `X-Subject` as `x_subject`), and the
+/// access-log property `wasm.oidcgate.client_id`.
+pub const FLOOR_ALL_CALLS: &str =
+    "@clock,=oidcgate.client_id,issuer_header,x-subject,authorization,-issuer-header,-x_subject";
 
 const fn setup(
     id: &'static str,
@@ -41,12 +54,13 @@ const fn setup(
         label,
         template,
         jwt_cache: false,
+        floor: "",
         credential,
     }
 }
 
 /// Every configuration, in the order of every round.
-pub const SETUPS: [Setup; 11] = [
+pub const SETUPS: [Setup; 12] = [
     setup("none", "no filter", "none", Credential::None),
     setup(
         "empty-wasm",
@@ -60,12 +74,24 @@ pub const SETUPS: [Setup; 11] = [
         "empty-wasm",
         Credential::Basic,
     ),
-    setup(
-        "floor-wasm",
-        "host-call floor: read Authorization, set 3 headers (Bearer)",
-        "floor-wasm",
-        Credential::Bearer,
-    ),
+    Setup {
+        floor: FLOOR_WRITES,
+        ..setup(
+            "floor-wasm",
+            "host-call floor: read Authorization, set 3 headers (Bearer)",
+            "floor-wasm",
+            Credential::Bearer,
+        )
+    },
+    Setup {
+        floor: FLOOR_ALL_CALLS,
+        ..setup(
+            "floor-all",
+            "host-call floor with all of oidcgate's calls: + clock, 2 spelling removals, access-log property (Bearer)",
+            "floor-wasm",
+            Credential::Bearer,
+        )
+    },
     setup(
         "jwt-hot",
         "jwt_authn, one token",
@@ -117,12 +143,20 @@ pub const SETUPS: [Setup; 11] = [
 pub const CORE_ONLY: &str = "core";
 /// `BENCH_ONLY=workers`: only what a worker costs (memory, start to first allowed answer).
 pub const WORKERS_ONLY: &str = "workers";
+/// `BENCH_ONLY=instructions`: only the instruction counts (callgrind), printed.
+pub const INSTRUCTIONS_ONLY: &str = "instructions";
 
 /// The configurations `only` names (comma-separated ids), in the order of [`SETUPS`]; all of
 /// them when `only` is empty.
 pub fn select(only: &str) -> Result<Vec<&'static Setup>, Error> {
     if only == CORE_ONLY || only == WORKERS_ONLY {
         return Ok(Vec::new());
+    }
+    if only == INSTRUCTIONS_ONLY {
+        return Ok(SETUPS
+            .iter()
+            .filter(|s| crate::instructions::COUNTED.contains(&s.id))
+            .collect());
     }
     if only.is_empty() {
         return Ok(SETUPS.iter().collect());
@@ -165,9 +199,12 @@ pub struct Settings {
     pub core: bool,
     /// Measure what a worker costs too (`BENCH_WORKERS=0`: skip).
     pub workers: bool,
-    /// `BENCH_ONLY=core` or `BENCH_ONLY=workers`.
+    /// Count instructions per request under callgrind too (`BENCH_INSTRUCTIONS=0`: skip).
+    pub instructions: bool,
+    /// `BENCH_ONLY=core`, `BENCH_ONLY=workers` or `BENCH_ONLY=instructions`.
     pub core_only: bool,
     pub workers_only: bool,
+    pub instructions_only: bool,
     pub setups: Vec<&'static Setup>,
 }
 
@@ -192,6 +229,8 @@ impl Settings {
             workers: flag("BENCH_WORKERS"),
             core_only: std::env::var("BENCH_ONLY").is_ok_and(|o| o == CORE_ONLY),
             workers_only: std::env::var("BENCH_ONLY").is_ok_and(|o| o == WORKERS_ONLY),
+            instructions: flag("BENCH_INSTRUCTIONS"),
+            instructions_only: std::env::var("BENCH_ONLY").is_ok_and(|o| o == INSTRUCTIONS_ONLY),
             setups: select(&std::env::var("BENCH_ONLY").unwrap_or_default())?,
         };
         if [
@@ -263,6 +302,7 @@ mod tests {
         assert_eq!(ids.len(), SETUPS.len());
         for s in &SETUPS {
             assert!(!s.jwt_cache || s.template == "jwt_authn", "{}", s.id);
+            assert_eq!(s.floor.is_empty(), s.template != "floor-wasm", "{}", s.id);
         }
     }
 }
