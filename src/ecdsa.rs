@@ -150,27 +150,10 @@ fn digits(k: &Scalar) -> [i8; WINDOWS] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
     use p256::ecdsa::signature::Verifier as _;
     use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
     use p256::U256;
-
-    /// Little deterministic generator, so a failure can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn bytes<const N: usize>(&mut self) -> [u8; N] {
-            let mut out = [0; N];
-            for b in &mut out {
-                *b = self.next() as u8;
-            }
-            out
-        }
-    }
 
     /// (order n − 1), big-endian.
     const N_MINUS_1: [u8; 32] = {

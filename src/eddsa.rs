@@ -134,25 +134,8 @@ fn canonical_y(bytes: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
     use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
-
-    /// Little deterministic generator, so a failure can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn bytes<const N: usize>(&mut self) -> [u8; N] {
-            let mut out = [0; N];
-            for b in &mut out {
-                *b = self.next() as u8;
-            }
-            out
-        }
-    }
 
     /// The group order L, little-endian.
     const L: [u8; 32] = [

@@ -748,14 +748,34 @@ fn a_new_policy_for_the_same_idp_uses_what_was_fetched_and_adds_no_shared_keys()
     assert_eq!(w.store.len(), keys);
 }
 
-/// A store that counts the writes that landed on each key.
-struct CountingWrites<'a> {
+/// A store that counts the reads of each key and the writes that landed on it.
+struct Counting<'a> {
     inner: &'a mut crate::store::MemStore,
+    reads: std::cell::RefCell<std::collections::HashMap<String, usize>>,
     writes: std::collections::HashMap<String, usize>,
 }
 
-impl SharedStore for CountingWrites<'_> {
+impl<'a> Counting<'a> {
+    fn new(inner: &'a mut crate::store::MemStore) -> Counting<'a> {
+        Counting {
+            inner,
+            reads: Default::default(),
+            writes: Default::default(),
+        }
+    }
+
+    fn reads(&self, key: &str) -> usize {
+        self.reads.borrow().get(key).copied().unwrap_or(0)
+    }
+
+    fn writes(&self, key: &str) -> usize {
+        self.writes.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl SharedStore for Counting<'_> {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        *self.reads.borrow_mut().entry(key.to_string()).or_default() += 1;
         self.inner.get(key)
     }
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
@@ -764,25 +784,6 @@ impl SharedStore for CountingWrites<'_> {
             *self.writes.entry(key.to_string()).or_default() += 1;
         }
         landed
-    }
-}
-
-/// A store that counts the reads of one key.
-struct CountingReads<'a> {
-    inner: &'a mut crate::store::MemStore,
-    key: String,
-    reads: std::cell::Cell<usize>,
-}
-
-impl SharedStore for CountingReads<'_> {
-    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        if key == self.key {
-            self.reads.set(self.reads.get() + 1);
-        }
-        self.inner.get(key)
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        self.inner.set(key, value, cas)
     }
 }
 
@@ -795,18 +796,14 @@ fn the_timer_reads_a_fresh_key_set_once_and_refreshes_it_when_due_unless_another
     let World {
         store, idp, gates, ..
     } = &mut w;
-    let mut counting = CountingReads {
-        inner: store,
-        key: jwks,
-        reads: Default::default(),
-    };
+    let mut counting = Counting::new(store);
     // Ten minutes of 20 ms ticks on worker 0: the record is read once, to learn its age.
     let mut now = T0;
     while now < T0 + JWKS_MAX_AGE_MS {
         assert!(gates[0].background(&mut counting, now).is_empty());
         now += 20;
     }
-    assert_eq!(counting.reads.get(), 1);
+    assert_eq!(counting.reads(&jwks), 1);
     // Due: the other worker refreshes it first; worker 0 reads it again and finds it fresh.
     let fetches = gates[other].background(&mut counting, now);
     assert_eq!(fetches.len(), 1);
@@ -814,9 +811,9 @@ fn the_timer_reads_a_fresh_key_set_once_and_refreshes_it_when_due_unless_another
         let (status, body) = idp.answer(f, now);
         gates[other].on_answer(&mut counting, &f.resource, status, &body, now);
     }
-    let reads = counting.reads.get();
+    let reads = counting.reads(&jwks);
     assert!(gates[0].background(&mut counting, now + 20).is_empty());
-    assert_eq!(counting.reads.get(), reads + 1);
+    assert_eq!(counting.reads(&jwks), reads + 1);
     // Due again ten minutes after that refresh, and then worker 0 fetches.
     let due = now + JWKS_MAX_AGE_MS;
     assert!(gates[0].background(&mut counting, due - 20).is_empty());
@@ -832,10 +829,7 @@ fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_ref
     let World {
         store, idp, gates, ..
     } = &mut w;
-    let mut counting = CountingWrites {
-        inner: store,
-        writes: Default::default(),
-    };
+    let mut counting = Counting::new(store);
     // Both workers take 500 requests each with a kid nobody publishes, over 95 s.
     for i in 0..1000u64 {
         let now = T0 + 1000 + i * 96;
@@ -851,7 +845,7 @@ fn an_unknown_kid_flood_from_every_worker_writes_the_key_set_record_once_per_ref
     assert!((3..=4).contains(&refetches), "{refetches} refetches");
     // A claim and a result per refetch: the flood itself writes nothing, so a worker's
     // compare-and-swap on the record cannot be starved by the others'.
-    let writes = counting.writes.get(&jwks).copied().unwrap_or(0);
+    let writes = counting.writes(&jwks);
     assert!(
         writes <= 2 * refetches,
         "{writes} writes for {refetches} refetches"

@@ -313,3 +313,23 @@ impl World {
         fetches.len()
     }
 }
+
+/// Little deterministic generator, so a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        for b in &mut out {
+            *b = self.next() as u8;
+        }
+        out
+    }
+}
