@@ -437,16 +437,14 @@ fn es256(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
 
 /// The EdDSA token, interleaved: the whole verification (jwt-simple's `verify_token` as the
 /// filter called it before `eddsa.rs`, and `verify::verify` now), then the signature alone
-/// (`ed25519-compact`'s `PublicKey::verify`; the same checks on `curve25519-dalek`'s
-/// variable-base `vartime_double_scalar_mul_basepoint`, the key decoded once but no table of
-/// its own, as `eddsa.rs` verifies until a key has its table; `eddsa.rs` with the table).
+/// (`ed25519-compact`'s `PublicKey::verify`; `eddsa.rs` as a key verifies until it has its
+/// table, on `curve25519-dalek`'s variable-base `vartime_double_scalar_mul_basepoint`; `eddsa.rs`
+/// with the table).
 /// Then a new key's first verification (no table), and its first 32, the last of which makes
 /// its table.
 fn eddsa(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use curve25519_dalek::Scalar;
     use jwt_simple::prelude::*;
 
     let token = input["tokens"]
@@ -467,37 +465,6 @@ fn eddsa(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
     let (signed, sig) = token.rsplit_once('.').ok_or("EdDSA: no signature")?;
     let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|e| e.to_string())?;
     let signature = ed25519_compact::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
-    // The dalek candidate: A decoded once; per call R decoded, k hashed, one double-scalar
-    // multiplication [k](−A) + [s]B (B's wNAF table is static), the cofactored check.
-    let key_bytes: [u8; 32] = x.as_slice().try_into().map_err(|_| "key: not 32 bytes")?;
-    let minus_a = -CompressedEdwardsY(key_bytes)
-        .decompress()
-        .ok_or("dalek: key refused")?;
-    let dalek = |msg: &[u8], sig: &[u8]| -> bool {
-        let (Some(r_bytes), Some(s_bytes)) = (sig.get(..32), sig.get(32..64)) else {
-            return false;
-        };
-        let (Ok(r_bytes), Ok(s_bytes)) =
-            (<[u8; 32]>::try_from(r_bytes), <[u8; 32]>::try_from(s_bytes))
-        else {
-            return false;
-        };
-        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
-            return false;
-        };
-        let Some(r) = CompressedEdwardsY(r_bytes)
-            .decompress()
-            .filter(|r| !r.is_small_order())
-        else {
-            return false;
-        };
-        let mut h = hmac_sha512::Hash::new();
-        h.update(r_bytes);
-        h.update(key_bytes);
-        h.update(msg);
-        let k = Scalar::from_bytes_mod_order_wide(&h.finalize());
-        (EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s) - r).is_small_order()
-    };
     let options = || VerificationOptions {
         artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
         time_tolerance: Some(Duration::from_secs(LEEWAY_S)),
@@ -510,8 +477,8 @@ fn eddsa(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
     reference
         .verify(signed.as_bytes(), &signature)
         .map_err(|e| format!("ed25519-compact: {e}"))?;
-    if !dalek(signed.as_bytes(), &sig) {
-        return Err("curve25519-dalek: signature refused".into());
+    if !ours.verify_without_table(signed.as_bytes(), &sig) {
+        return Err("eddsa.rs without its table: signature refused".into());
     }
     // Its table made (at the 32nd verification) before anything is timed.
     for _ in 0..32 {
@@ -549,7 +516,7 @@ fn eddsa(input: &Value, keys: &KeySet, now_s: u64) -> Result<(), String> {
         (
             "EdDSA signature, curve25519-dalek vartime_double_scalar_mul_basepoint (no table)",
             Box::new(|| {
-                black_box(dalek(black_box(signed.as_bytes()), &sig));
+                black_box(ours.verify_without_table(black_box(signed.as_bytes()), &sig));
             }),
         ),
         (
